@@ -1,0 +1,324 @@
+//! A connected client: configuration, transport, authentication (login,
+//! transparent JWT renewal, logout) and the generic `query`.
+
+use crate::config::{Compression, Config, Credentials};
+use crate::error::{push_json_str, Error, Result, Status};
+use crate::transport::{self, Answer, Reply, Transport};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Renew a JWT this long before Kuzzle would expire it.
+const RENEW_MARGIN: Duration = Duration::from_secs(60);
+
+struct Session {
+    jwt: String,
+    /// When to log in again; None for tokens whose expiry is unknown.
+    renew_at: Option<Instant>,
+}
+
+pub struct Client {
+    pub config: Config,
+    transport: Transport,
+    /// The JWT of a `local` login. A mutex, not a RwLock: renewals are rare
+    /// and short, reads are a clone of a short string.
+    session: Mutex<Option<Session>>,
+    /// Random per-client prefix and counter for client-side document ids.
+    id_prefix: String,
+    id_counter: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct LoginResult {
+    jwt: String,
+    #[serde(default)]
+    ttl: Option<i64>,
+}
+
+impl Client {
+    /// Builds the client, logs in when credentials are given and checks that
+    /// Kuzzle answers.
+    pub fn connect(config: Config) -> Result<Client> {
+        let transport = Transport::new(&config)?;
+        let client = Client {
+            transport,
+            session: Mutex::new(None),
+            id_prefix: random_prefix()?,
+            id_counter: AtomicU64::new(0),
+            config,
+        };
+        match &client.config.credentials {
+            Credentials::Local { .. } => {
+                client.login()?;
+            }
+            Credentials::Token(token) => client.check_token(token)?,
+            Credentials::Anonymous => client.check_alive()?,
+        }
+        Ok(client)
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        let reply = self.transport.get("/_healthcheck")?;
+        if reply.http == 200 {
+            Ok(())
+        } else {
+            match reply.answer() {
+                Answer::Error { error, .. } => Err(error),
+                Answer::Result(_) => Err(Error::server(
+                    reply.http,
+                    None,
+                    format!("health check answered HTTP {}", reply.http),
+                )),
+            }
+        }
+    }
+
+    /// Asks Kuzzle whether an API key or JWT is valid, so a bad one fails at
+    /// connect rather than at the first write.
+    fn check_token(&self, token: &str) -> Result<()> {
+        let mut req =
+            String::from(r#"{"controller":"auth","action":"checkToken","body":{"token":"#);
+        push_json_str(&mut req, token);
+        req.push_str("}}");
+        let reply = self.transport.post_query(req.as_bytes(), false, None)?;
+        let valid = match reply.answer() {
+            Answer::Result(raw) => {
+                #[derive(Deserialize)]
+                struct Check {
+                    valid: bool,
+                }
+                raw.and_then(|r| serde_json::from_str::<Check>(r.get()).ok())
+                    .is_some_and(|c| c.valid)
+            }
+            Answer::Error { error, .. } => return Err(error),
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::server(
+                401,
+                Some("security.token.invalid"),
+                "Kuzzle rejected the apiKey/jwt given in the configuration",
+            ))
+        }
+    }
+
+    /// Logs in with the `local` strategy and stores the JWT.
+    fn login(&self) -> Result<String> {
+        let Credentials::Local { username, password } = &self.config.credentials else {
+            return Err(Error::new(
+                Status::KUZZLE_ERR_INTERNAL,
+                "login without credentials",
+            ));
+        };
+        let mut req = String::from(
+            r#"{"controller":"auth","action":"login","strategy":"local","body":{"username":"#,
+        );
+        push_json_str(&mut req, username);
+        req.push_str(",\"password\":");
+        push_json_str(&mut req, password);
+        req.push_str("}}");
+        let started = Instant::now();
+        let reply = self.transport.post_query(req.as_bytes(), false, None)?;
+        let login: LoginResult = match reply.answer() {
+            Answer::Result(raw) => {
+                serde_json::from_str(raw.map_or("null", |r| r.get())).map_err(|_| {
+                    Error::server(
+                        reply.http,
+                        Some("libkuzzle.bad_response"),
+                        "login answer has no jwt",
+                    )
+                })?
+            }
+            Answer::Error { mut error, .. } => {
+                // Kuzzle's message for a bad login never holds the password,
+                // but say plainly what failed.
+                error.message = format!("login as \"{username}\" failed: {}", error.message);
+                return Err(error);
+            }
+        };
+        let renew_at = login.ttl.filter(|ttl| *ttl > 0).map(|ttl| {
+            let ttl = Duration::from_millis(ttl as u64);
+            // Renew a minute early, or halfway for very short tokens.
+            started + ttl.checked_sub(RENEW_MARGIN).unwrap_or(ttl / 2)
+        });
+        let jwt = login.jwt;
+        *self.lock_session() = Some(Session {
+            jwt: jwt.clone(),
+            renew_at,
+        });
+        Ok(jwt)
+    }
+
+    fn lock_session(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
+        // A panic while holding the lock cannot leave a Session half-written.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Bearer token to send, renewing the session when it is due.
+    pub fn token(&self) -> Result<Option<String>> {
+        match &self.config.credentials {
+            Credentials::Anonymous => Ok(None),
+            Credentials::Token(t) => Ok(Some(t.clone())),
+            Credentials::Local { .. } => {
+                {
+                    let session = self.lock_session();
+                    if let Some(s) = session.as_ref() {
+                        if s.renew_at.is_none_or(|at| Instant::now() < at) {
+                            return Ok(Some(s.jwt.clone()));
+                        }
+                    }
+                }
+                self.login().map(Some)
+            }
+        }
+    }
+
+    /// After Kuzzle refused `used` as expired or invalid: log in again unless
+    /// another thread already did. Returns whether a retry makes sense.
+    fn renew_after_rejection(&self, used: Option<&str>) -> bool {
+        if !matches!(self.config.credentials, Credentials::Local { .. }) {
+            return false;
+        }
+        let current = self.lock_session().as_ref().map(|s| s.jwt.clone());
+        if current.as_deref() != used {
+            return true;
+        }
+        self.login().is_ok()
+    }
+
+    /// Sends one raw Kuzzle request, already encoded for the wire, with the
+    /// current token; logs in again once if the token was refused.
+    pub fn send(&self, wire: &[u8], gzip: bool) -> Result<Reply> {
+        let token = self.token()?;
+        let reply = self.transport.post_query(wire, gzip, token.as_deref())?;
+        if reply.http == 401 && token.is_some() {
+            if let Answer::Error { error, .. } = reply.answer() {
+                if (error.id == "security.token.expired" || error.id == "security.token.invalid")
+                    && self.renew_after_rejection(token.as_deref())
+                {
+                    let token = self.token()?;
+                    return self.transport.post_query(wire, gzip, token.as_deref());
+                }
+            }
+        }
+        Ok(reply)
+    }
+
+    /// `kuzzle_query`: any Kuzzle API request as JSON; returns its `result`.
+    pub fn query(&self, request: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            controller: Option<&'a RawValue>,
+            #[serde(borrow)]
+            action: Option<&'a RawValue>,
+        }
+        let head: Head = serde_json::from_str(request)
+            .map_err(|e| Error::json(format!("request is not a JSON object: {e}")))?;
+        for (name, value) in [("controller", head.controller), ("action", head.action)] {
+            match value {
+                Some(v) if v.get().starts_with('"') && v.get() != "\"\"" => {}
+                _ => {
+                    return Err(Error::json(format!(
+                        "request needs \"{name}\" as a non-empty string"
+                    )))
+                }
+            }
+        }
+        let (wire, gzip) = if request.len() > 4096 {
+            transport::encode(request.as_bytes().to_vec(), self.config.compression)
+        } else {
+            (request.as_bytes().to_vec(), false)
+        };
+        let reply = self.send(&wire, gzip)?;
+        match reply.answer() {
+            Answer::Result(raw) => Ok(raw.map_or("null", |r| r.get()).to_string()),
+            Answer::Error { error, .. } => Err(error),
+        }
+    }
+
+    /// Logs out when this client logged in; errors are irrelevant then.
+    pub fn logout(&self) {
+        let jwt = self.lock_session().take().map(|s| s.jwt);
+        if let Some(jwt) = jwt {
+            let req = br#"{"controller":"auth","action":"logout"}"#;
+            let _ = self.transport.post_query(req, false, Some(&jwt));
+        }
+    }
+
+    /// A new client-side document id: unique across clients (random prefix)
+    /// and within one (counter), short to keep requests and answers small.
+    pub fn next_id(&self) -> String {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(self.id_prefix.len() + 8);
+        id.push_str(&self.id_prefix);
+        push_base62(&mut id, n);
+        id
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.config.compression
+    }
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn push_base62(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 11];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = BASE62[(n % 62) as usize];
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| b as char));
+}
+
+/// 64 random bits from the OS as 11 base-62 characters and a separator.
+fn random_prefix() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        Error::new(
+            Status::KUZZLE_ERR_INTERNAL,
+            format!("no OS randomness for ids: {e}"),
+        )
+    })?;
+    let mut s = String::with_capacity(12);
+    let mut n = u64::from_le_bytes(bytes);
+    for _ in 0..11 {
+        s.push(BASE62[(n % 62) as usize] as char);
+        n /= 62;
+    }
+    s.push('-');
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base62_counter() {
+        let mut s = String::new();
+        push_base62(&mut s, 0);
+        push_base62(&mut s, 61);
+        push_base62(&mut s, 62);
+        push_base62(&mut s, u64::MAX);
+        assert_eq!(&s[..4], "0z10");
+        assert_eq!(s.len(), 4 + 11);
+    }
+
+    #[test]
+    fn prefixes_differ() {
+        let a = random_prefix().unwrap();
+        let b = random_prefix().unwrap();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,347 @@
+//! Client configuration (`kuzzle_connect`) and mWrite options, parsed from JSON
+//! strictly: an unknown key or a wrong type is an error naming the key, never
+//! its value (values may be secrets).
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Kuzzle's default `server.maxRequestSize` is "1MB" (1,048,576 bytes); stay
+/// below it with room for the request envelope.
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 1_000_000;
+/// Smallest request size accepted: below that, envelopes would not fit.
+pub(crate) const MIN_MAX_REQUEST_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+/// How the client authenticates.
+#[derive(Clone, PartialEq)]
+pub enum Credentials {
+    Anonymous,
+    /// `local` strategy: logs in at connect and again when the JWT expires.
+    Local {
+        username: String,
+        password: String,
+    },
+    /// An API key or a JWT, sent as a Bearer token as is.
+    Token(String),
+}
+
+// Hand-written so that secrets never reach a log through `{:?}`.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Local { username, .. } => write!(f, "Local({username}, ***)"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub ssl: bool,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub credentials: Credentials,
+    pub max_request_bytes: usize,
+    pub max_documents_per_request: usize,
+    pub compression: Compression,
+    pub concurrency: usize,
+    pub ca_file: Option<String>,
+    pub tls_verify: bool,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub retry_deadline: Duration,
+    pub generate_ids: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "localhost".into(),
+            port: 7512,
+            ssl: false,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            credentials: Credentials::Anonymous,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_documents_per_request: 5_000,
+            compression: Compression::Gzip,
+            concurrency: 4,
+            ca_file: None,
+            tls_verify: true,
+            retries: 5,
+            retry_backoff: Duration::from_millis(200),
+            retry_deadline: Duration::from_secs(120),
+            generate_ids: true,
+        }
+    }
+}
+
+/// Reads a JSON object's keys one at a time, checking each one's type.
+struct Keys<'a> {
+    what: &'static str,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Keys<'a> {
+    fn parse(what: &'static str, json: &'a Value) -> Result<Self> {
+        match json {
+            Value::Object(map) => Ok(Keys { what, map }),
+            _ => Err(Error::json(format!("{what} must be a JSON object"))),
+        }
+    }
+
+    fn ill_typed(&self, key: &str, expected: &str) -> Error {
+        Error::invalid(format!("{} key \"{key}\" must be {expected}", self.what))
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.ill_typed(key, "a string")),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.ill_typed(key, "true or false")),
+        }
+    }
+
+    fn uint(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                _ => Err(self.ill_typed(key, &format!("an integer from {min} to {max}"))),
+            },
+            Some(_) => Err(self.ill_typed(key, "an integer")),
+        }
+    }
+
+    fn millis(&self, key: &str, min: u64) -> Result<Option<Duration>> {
+        Ok(self.uint(key, min, 86_400_000)?.map(Duration::from_millis))
+    }
+
+    fn reject_unknown(&self, known: &[&str]) -> Result<()> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(Error::invalid(format!(
+                "unknown {} key \"{}\" (known keys: {})",
+                self.what,
+                k,
+                known.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+const CONFIG_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "ssl",
+    "timeoutMs",
+    "connectTimeoutMs",
+    "username",
+    "password",
+    "apiKey",
+    "jwt",
+    "maxRequestBytes",
+    "maxDocumentsPerRequest",
+    "compression",
+    "concurrency",
+    "caFile",
+    "tlsVerify",
+    "retries",
+    "retryBackoffMs",
+    "retryDeadlineMs",
+    "generateIds",
+];
+
+impl Config {
+    /// Parses `kuzzle_connect`'s configuration JSON.
+    pub fn from_json(text: &str) -> Result<Config> {
+        let json: Value = serde_json::from_str(text)
+            .map_err(|e| Error::json(format!("configuration is not valid JSON: {e}")))?;
+        let keys = Keys::parse("configuration", &json)?;
+        keys.reject_unknown(CONFIG_KEYS)?;
+        let mut c = Config::default();
+        if let Some(host) = keys.string("host")? {
+            if host.is_empty() || host.contains(['/', ' ', '@', '?', '#']) {
+                return Err(Error::invalid(
+                    "configuration key \"host\" must be a host name or an IP address",
+                ));
+            }
+            c.host = host;
+        }
+        if let Some(port) = keys.uint("port", 1, 65535)? {
+            c.port = port as u16;
+        }
+        c.ssl = keys.bool("ssl")?.unwrap_or(c.ssl);
+        c.timeout = keys.millis("timeoutMs", 1)?.unwrap_or(c.timeout);
+        c.connect_timeout = keys
+            .millis("connectTimeoutMs", 1)?
+            .unwrap_or(c.connect_timeout);
+        c.credentials = credentials(&keys)?;
+        if let Some(n) = keys.uint("maxRequestBytes", MIN_MAX_REQUEST_BYTES as u64, 1 << 30)? {
+            c.max_request_bytes = n as usize;
+        }
+        if let Some(n) = keys.uint("maxDocumentsPerRequest", 1, 1_000_000)? {
+            c.max_documents_per_request = n as usize;
+        }
+        c.compression = match keys.string("compression")?.as_deref() {
+            None | Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
+            Some(_) => return Err(keys.ill_typed("compression", "\"gzip\" or \"none\"")),
+        };
+        if let Some(n) = keys.uint("concurrency", 1, 64)? {
+            c.concurrency = n as usize;
+        }
+        c.ca_file = keys.string("caFile")?;
+        c.tls_verify = keys.bool("tlsVerify")?.unwrap_or(true);
+        if let Some(n) = keys.uint("retries", 0, 100)? {
+            c.retries = n as u32;
+        }
+        c.retry_backoff = keys.millis("retryBackoffMs", 0)?.unwrap_or(c.retry_backoff);
+        c.retry_deadline = keys
+            .millis("retryDeadlineMs", 0)?
+            .unwrap_or(c.retry_deadline);
+        c.generate_ids = keys.bool("generateIds")?.unwrap_or(c.generate_ids);
+        Ok(c)
+    }
+
+    /// `http://host:port` or `https://host:port`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.ssl { "https" } else { "http" };
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn credentials(keys: &Keys) -> Result<Credentials> {
+    let username = keys.string("username")?;
+    let password = keys.string("password")?;
+    let api_key = keys.string("apiKey")?;
+    let jwt = keys.string("jwt")?;
+    let given = [
+        username.is_some() || password.is_some(),
+        api_key.is_some(),
+        jwt.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(Error::invalid(
+            "give only one of username+password, apiKey or jwt",
+        ));
+    }
+    Ok(match (username, password, api_key.or(jwt)) {
+        (Some(username), Some(password), _) => Credentials::Local { username, password },
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(Error::invalid(
+                "configuration keys \"username\" and \"password\" go together",
+            ))
+        }
+        (None, None, Some(token)) if token.is_empty() => {
+            return Err(Error::invalid("an empty apiKey or jwt is not a token"))
+        }
+        (None, None, Some(token)) => Credentials::Token(token),
+        (None, None, None) => Credentials::Anonymous,
+    })
+}
+
+/// Options of one `kuzzle_mwrite` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub wait_for_refresh: bool,
+    pub notify: bool,
+    pub strict: bool,
+}
+
+impl WriteOptions {
+    pub fn from_json(text: Option<&str>) -> Result<WriteOptions> {
+        let Some(text) = text else {
+            return Ok(WriteOptions::default());
+        };
+        let json: Value = serde_json::from_str(text)
+            .map_err(|e| Error::json(format!("options are not valid JSON: {e}")))?;
+        let keys = Keys::parse("options", &json)?;
+        keys.reject_unknown(&["waitForRefresh", "notify", "strict"])?;
+        Ok(WriteOptions {
+            wait_for_refresh: keys.bool("waitForRefresh")?.unwrap_or(false),
+            notify: keys.bool("notify")?.unwrap_or(false),
+            strict: keys.bool("strict")?.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Status;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_json("{}").unwrap();
+        assert_eq!(c.base_url(), "http://localhost:7512");
+        assert!(c.tls_verify && c.generate_ids);
+        let c = Config::from_json(
+            r#"{"host":"::1","port":7600,"ssl":true,"compression":"none","concurrency":2}"#,
+        )
+        .unwrap();
+        assert_eq!(c.base_url(), "https://[::1]:7600");
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.concurrency, 2);
+    }
+
+    #[test]
+    fn unknown_and_ill_typed_keys_are_named() {
+        let e = Config::from_json(r#"{"hots":"x"}"#).unwrap_err();
+        assert_eq!(e.status, Status::KUZZLE_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("\"hots\""), "{}", e.message);
+        let e = Config::from_json(r#"{"port":"7512"}"#).unwrap_err();
+        assert!(e.message.contains("\"port\""), "{}", e.message);
+        let e = Config::from_json(r#"{"port":70000}"#).unwrap_err();
+        assert!(e.message.contains("\"port\""), "{}", e.message);
+        let e = Config::from_json("[1]").unwrap_err();
+        assert_eq!(e.status, Status::KUZZLE_ERR_JSON);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_errors_and_debug() {
+        let e = Config::from_json(r#"{"password":"s3cr3t-pw"}"#).unwrap_err();
+        assert!(!e.message.contains("s3cr3t"));
+        let e = Config::from_json(r#"{"apiKey":"s3cr3t-key","jwt":"s3cr3t-jwt"}"#).unwrap_err();
+        assert!(!e.message.contains("s3cr3t"));
+        let c = Config::from_json(r#"{"username":"u","password":"s3cr3t-pw"}"#).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let c = Config::from_json(r#"{"apiKey":"s3cr3t-key"}"#).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(
+            WriteOptions::from_json(None).unwrap(),
+            WriteOptions::default()
+        );
+        let o = WriteOptions::from_json(Some(r#"{"waitForRefresh":true,"strict":true}"#)).unwrap();
+        assert!(o.wait_for_refresh && o.strict && !o.notify);
+        let e = WriteOptions::from_json(Some(r#"{"refresh":"wait_for"}"#)).unwrap_err();
+        assert_eq!(e.status, Status::KUZZLE_ERR_INVALID_ARGUMENT);
+        let e = WriteOptions::from_json(Some(r#"{"notify":1}"#)).unwrap_err();
+        assert!(e.message.contains("notify"));
+    }
+}

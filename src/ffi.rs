@@ -1,0 +1,322 @@
+//! The C ABI. Every `unsafe` of the crate lives here; every function catches
+//! panics so none unwinds into C.
+//!
+//! Conventions (stated once, repeated in the header):
+//! - Input strings are NUL-terminated UTF-8, borrowed for the call only.
+//! - Every `char *` the library returns is owned by the caller and released
+//!   with `kuzzle_free_result` (never `free()`).
+//! - Out-parameters are set on every return path: to a result or error JSON
+//!   string, or to NULL.
+
+use crate::client::Client;
+use crate::config::{Config, WriteOptions};
+use crate::error::{kuzzle_status, Error, Status};
+use crate::mwrite;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+/// A connection to one Kuzzle server. Opaque: create it with
+/// `kuzzle_connect`, release it with `kuzzle_disconnect`.
+///
+/// Thread safety: one handle may be used by many threads at once for
+/// `kuzzle_mwrite` and `kuzzle_query`. Only `kuzzle_disconnect` must not run
+/// while another call on the same handle is in progress.
+#[allow(non_camel_case_types)]
+pub struct kuzzle_client {
+    inner: Client,
+}
+
+/// Runs `f`, turning a panic into `KUZZLE_ERR_INTERNAL` and its error JSON.
+fn boundary(f: impl FnOnce() -> (Status, String)) -> (Status, String) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(out) => out,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let e = Error::new(
+                Status::KUZZLE_ERR_INTERNAL,
+                format!("libkuzzle bug (please report it): {what}"),
+            );
+            (e.status, e.to_json())
+        }
+    }
+}
+
+/// Reads a C string argument. `name` appears in the error message.
+///
+/// SAFETY (caller): `p` is NULL or points to a NUL-terminated string that
+/// stays valid for the call.
+unsafe fn arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|e| Error::invalid(format!("{name} is not valid UTF-8 ({e})")))
+}
+
+/// Hands a string to C. JSON text never holds a NUL byte (control
+/// characters are escaped), so the fallback is only a safety net.
+fn to_c(s: String) -> *mut c_char {
+    match CString::new(s) {
+        Ok(c) => c.into_raw(),
+        Err(e) => {
+            let clean: Vec<u8> = e.into_vec().into_iter().filter(|&b| b != 0).collect();
+            CString::new(clean).map_or(ptr::null_mut(), CString::into_raw)
+        }
+    }
+}
+
+/// Stores `s` in `*out` when `out` is not NULL.
+///
+/// SAFETY (caller): `out` is NULL or valid for a write of one pointer.
+unsafe fn put(out: *mut *mut c_char, s: String) {
+    if !out.is_null() {
+        // SAFETY: non-NULL and writable per the caller's contract.
+        unsafe { *out = to_c(s) };
+    }
+}
+
+fn fail(e: Error) -> (Status, String) {
+    (e.status, e.to_json())
+}
+
+/// Connects to Kuzzle.
+///
+/// `config_json`: a JSON object, `"{}"` for every default (see README):
+/// `host`, `port`, `ssl`, `timeoutMs`, `connectTimeoutMs`, `username` +
+/// `password`, `apiKey`, `jwt`, `maxRequestBytes`, `maxDocumentsPerRequest`,
+/// `compression`, `concurrency`, `caFile`, `tlsVerify`, `retries`,
+/// `retryBackoffMs`, `retryDeadlineMs`, `generateIds`. Unknown keys and
+/// wrong types are `KUZZLE_ERR_INVALID_ARGUMENT`.
+///
+/// Logs in when credentials are given, and checks that Kuzzle answers.
+///
+/// On success `*out_client` receives a handle to release with
+/// `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.
+/// On failure `*out_client` is set to NULL and `*out_error_json` (if not
+/// NULL) receives `{"error":{"status","id","message"}}`, to release with
+/// `kuzzle_free_result`. Secrets never appear in it.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated and valid for the call;
+/// out-parameters are NULL or writable; `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_connect(
+    config_json: *const c_char,
+    out_client: *mut *mut kuzzle_client,
+    out_error_json: *mut *mut c_char,
+) -> kuzzle_status {
+    if !out_error_json.is_null() {
+        // SAFETY: non-NULL out-parameter, writable per the contract.
+        unsafe { *out_error_json = ptr::null_mut() };
+    }
+    if !out_client.is_null() {
+        // SAFETY: as above.
+        unsafe { *out_client = ptr::null_mut() };
+    }
+    let mut handle: *mut kuzzle_client = ptr::null_mut();
+    let (status, error) = boundary(|| {
+        if out_client.is_null() {
+            return fail(Error::invalid("out_client is NULL"));
+        }
+        // SAFETY: the caller passes NULL or a NUL-terminated string.
+        let text = match unsafe { arg(config_json, "config_json") } {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        match Config::from_json(text).and_then(Client::connect) {
+            Ok(client) => {
+                handle = Box::into_raw(Box::new(kuzzle_client { inner: client }));
+                (Status::KUZZLE_OK, String::new())
+            }
+            Err(e) => fail(e),
+        }
+    });
+    if status == Status::KUZZLE_OK {
+        // SAFETY: checked non-NULL inside the boundary before handle was set.
+        unsafe { *out_client = handle };
+    } else {
+        // SAFETY: NULL or writable per the contract.
+        unsafe { put(out_error_json, error) };
+    }
+    status
+}
+
+/// Creates or replaces many documents with Kuzzle's `bulk:mWrite`.
+///
+/// `documents_json`: a JSON array of `{"_id"?: string, "body": object}`.
+/// `options_json`: NULL or a JSON object with `waitForRefresh`, `notify`,
+/// `strict` (booleans, default false).
+///
+/// `*out_result_json` always receives a string (release it with
+/// `kuzzle_free_result`): `{"successes":[...],"errors":[...]}` as soon as
+/// `documents_json` is a valid array, plus `"error":{...}` when whole
+/// requests failed; otherwise only `{"error":{...}}`.
+/// Every input document appears exactly once in `successes` or `errors`.
+/// A success is `{"_id","_version","_source","created"}`; `created` is
+/// Kuzzle's when it sends one, else derived as `_version == 1`. With
+/// `strict`, documents Kuzzle stored beside rejected ones have `_version` and
+/// `created` null, and `_id` null when neither the caller nor `generateIds`
+/// gave one. An error is `{"document","status","reason"}`; status 0 means no
+/// answer came and the document may or may not have been written.
+///
+/// If `out_result_json` is NULL nothing is done and
+/// `KUZZLE_ERR_INVALID_ARGUMENT` is returned: results are never dropped.
+///
+/// Returns `KUZZLE_OK` when `errors` is empty, `KUZZLE_PARTIAL` when only
+/// single documents were rejected, else the class of the first failure.
+/// Thread-safe on a shared handle.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated and valid for the call;
+/// out-parameters are NULL or writable; `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_mwrite(
+    client: *mut kuzzle_client,
+    index: *const c_char,
+    collection: *const c_char,
+    documents_json: *const c_char,
+    options_json: *const c_char,
+    out_result_json: *mut *mut c_char,
+) -> kuzzle_status {
+    if out_result_json.is_null() {
+        return Status::KUZZLE_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe { *out_result_json = ptr::null_mut() };
+    let (status, json) = boundary(|| {
+        // SAFETY: a handle from kuzzle_connect, not yet disconnected, or NULL.
+        let Some(client) = (unsafe { client.as_ref() }) else {
+            return fail(Error::invalid("client is NULL"));
+        };
+        // SAFETY (all three): NULL or NUL-terminated strings per the contract.
+        let args = unsafe {
+            (
+                arg(index, "index"),
+                arg(collection, "collection"),
+                arg(documents_json, "documents_json"),
+            )
+        };
+        let (index, collection, documents) = match args {
+            (Ok(i), Ok(c), Ok(d)) => (i, c, d),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
+        };
+        let options = if options_json.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL, NUL-terminated per the contract.
+            match unsafe { arg(options_json, "options_json") } {
+                Ok(o) => Some(o),
+                Err(e) => return fail(e),
+            }
+        };
+        let result = WriteOptions::from_json(options).and_then(|options| {
+            mwrite::mwrite(&client.inner, index, collection, documents, &options)
+        });
+        match result {
+            Ok(outcome) => (outcome.status, outcome.json),
+            Err(e) => fail(e),
+        }
+    });
+    // SAFETY: checked non-NULL above.
+    unsafe { put(out_result_json, json) };
+    status
+}
+
+/// Sends any Kuzzle API request, in Kuzzle's JSON request format:
+/// `{"controller","action","index"?,"collection"?,"_id"?,"body"?, ...}`.
+///
+/// `*out_result_json` always receives a string to release with
+/// `kuzzle_free_result`: Kuzzle's `result` (`null` when it sent none) on
+/// `KUZZLE_OK`, else `{"error":{"status","id","message"}}`.
+/// Thread-safe on a shared handle.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated and valid for the call;
+/// out-parameters are NULL or writable; `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_query(
+    client: *mut kuzzle_client,
+    request_json: *const c_char,
+    out_result_json: *mut *mut c_char,
+) -> kuzzle_status {
+    if out_result_json.is_null() {
+        return Status::KUZZLE_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe { *out_result_json = ptr::null_mut() };
+    let (status, json) = boundary(|| {
+        // SAFETY: a live handle or NULL, per the contract.
+        let Some(client) = (unsafe { client.as_ref() }) else {
+            return fail(Error::invalid("client is NULL"));
+        };
+        // SAFETY: NULL or a NUL-terminated string per the contract.
+        let request = match unsafe { arg(request_json, "request_json") } {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        match client.inner.query(request) {
+            Ok(result) => (Status::KUZZLE_OK, result),
+            Err(e) => fail(e),
+        }
+    });
+    // SAFETY: checked non-NULL above.
+    unsafe { put(out_result_json, json) };
+    status
+}
+
+/// Releases a string returned by libkuzzle. NULL is a no-op. Each string is
+/// released once; never pass it to `free()`.
+///
+/// # Safety
+/// `json` is NULL or a string returned by libkuzzle, not yet released.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_free_result(json: *mut c_char) {
+    if json.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: a pointer from CString::into_raw in this library, released
+        // once, per the contract.
+        drop(unsafe { CString::from_raw(json) });
+    });
+}
+
+/// Logs out (when the client logged in with username/password) and releases
+/// the handle. NULL is a no-op. The handle must not be in use by another
+/// thread, nor used afterwards.
+///
+/// # Safety
+/// `client` is NULL or a handle from `kuzzle_connect`, not yet released.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_disconnect(client: *mut kuzzle_client) {
+    if client.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a pointer from Box::into_raw in kuzzle_connect, released
+        // once, per the contract.
+        let client = unsafe { Box::from_raw(client) };
+        client.inner.logout();
+    }));
+}
+
+/// A static text for a status code: never NULL, never released. Takes an
+/// `int` so any value is safe; unknown values give "unknown status".
+#[no_mangle]
+pub extern "C" fn kuzzle_status_str(status: c_int) -> *const c_char {
+    Status::describe(status).as_ptr().cast()
+}
+
+/// The library's version ("MAJOR.MINOR.PATCH"), a static string; compare
+/// with the header's `KUZZLE_VERSION` to catch a header/library mismatch.
+#[no_mangle]
+pub extern "C" fn kuzzle_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

@@ -1,0 +1,18 @@
+//! libkuzzle: bulk-write JSON documents into Kuzzle (`bulk:mWrite`) through a
+//! small C ABI. The C boundary is `ffi`; everything else is safe Rust.
+//!
+//! - `ffi`: the `extern "C"` functions, pointer checks, panic boundary.
+//! - `config`: `kuzzle_connect`'s configuration and mWrite's options.
+//! - `client`: a connected client: authentication and `kuzzle_query`.
+//! - `transport`: HTTP to Kuzzle (ureq), gzip, answer decoding.
+//! - `mwrite`: the engine: door checks, chunking, concurrency, retries, merge.
+//! - `error`: status codes and the error type.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod mwrite;
+pub mod transport;
+
+pub use error::{kuzzle_status, Error, Status};

@@ -1,0 +1,332 @@
+//! HTTP transport to Kuzzle: one `POST /_query` route for every API action,
+//! bodies always sent with a Content-Length (Kuzzle shuts itself down on an
+//! oversized chunked body), gzip both ways, answers decoded into either a
+//! result or a classified [`Error`].
+
+use crate::config::{Compression, Config};
+use crate::error::{Error, Result, Status};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::io::Write;
+use std::time::Duration;
+
+/// Responses echo every document: allow large ones, but not unbounded.
+const MAX_RESPONSE_BYTES: u64 = 4 << 30;
+/// gzip level: 1–3 keep compression cheap next to JSON scanning while still
+/// shrinking sensor-like JSON 5–10x.
+const GZIP_LEVEL: u32 = 3;
+
+/// Kuzzle's answer: the raw bytes and the HTTP status.
+pub struct Reply {
+    pub http: u16,
+    pub body: Vec<u8>,
+}
+
+/// The parts of Kuzzle's response envelope the library reads. A few errors
+/// (413 request too large) come as a bare error object instead: its `id` and
+/// `message` then sit at the top level.
+#[derive(Deserialize)]
+struct Envelope<'a, T> {
+    #[serde(default = "Option::default")]
+    result: Option<T>,
+    #[serde(borrow, default)]
+    error: Option<KuzzleError<'a>>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KuzzleError<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    /// Per-document errors of `api.process.incomplete_multiple_request`.
+    #[serde(borrow, default)]
+    errors: Option<&'a RawValue>,
+}
+
+/// A decoded answer: Kuzzle's `result` (None when it sent none) or its error.
+pub enum Answer<'a, T> {
+    Result(Option<T>),
+    Error {
+        error: Error,
+        /// Per-document errors Kuzzle attached to the error, if any.
+        details: Option<&'a RawValue>,
+    },
+}
+
+impl Reply {
+    /// Decodes Kuzzle's envelope with `result` as raw JSON.
+    pub fn answer(&self) -> Answer<'_, &RawValue> {
+        self.decode()
+    }
+
+    /// Decodes Kuzzle's envelope, parsing `result` as `T` in the same pass.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Answer<'a, T> {
+        let env: Envelope<T> = match serde_json::from_slice(&self.body) {
+            Ok(env) => env,
+            Err(e) => {
+                let text = String::from_utf8_lossy(&self.body);
+                let snippet: String = text.chars().take(200).collect();
+                return Answer::Error {
+                    error: Error::server(
+                        if self.http < 400 { 502 } else { self.http },
+                        Some("libkuzzle.bad_response"),
+                        format!("HTTP {}: unexpected answer ({e}): {snippet}", self.http),
+                    ),
+                    details: None,
+                };
+            }
+        };
+        let (id, message, details) = match env.error {
+            Some(e) => (e.id, e.message, e.errors),
+            None if self.http >= 400 => (env.id, env.message, None),
+            None => return Answer::Result(env.result),
+        };
+        let http = if self.http < 400 { 500 } else { self.http };
+        let message = message.unwrap_or_else(|| format!("Kuzzle answered HTTP {http}"));
+        Answer::Error {
+            error: Error::server(http, id.as_deref(), message),
+            details,
+        }
+    }
+}
+
+pub struct Transport {
+    agent: ureq::Agent,
+    query_url: String,
+    base_url: String,
+}
+
+impl Transport {
+    pub fn new(config: &Config) -> Result<Transport> {
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!config.tls_verify);
+        if let Some(path) = &config.ca_file {
+            tls = tls.root_certs(load_ca_file(path)?);
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(config.connect_timeout))
+            .max_redirects(0)
+            .user_agent(concat!("libkuzzle/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .into();
+        let base_url = config.base_url();
+        Ok(Transport {
+            agent,
+            query_url: format!("{base_url}/_query"),
+            base_url,
+        })
+    }
+
+    /// Posts one Kuzzle request (a JSON object, possibly gzip-encoded) to
+    /// `/_query`. `Err` only when no complete HTTP answer came.
+    pub fn post_query(&self, body: &[u8], gzip: bool, token: Option<&str>) -> Result<Reply> {
+        let mut req = self
+            .agent
+            .post(&self.query_url)
+            .header("content-type", "application/json");
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        // A byte slice has a known size: ureq sends it with a Content-Length.
+        let response = req.send(body).map_err(classify)?;
+        read_reply(response)
+    }
+
+    /// A GET on a path that needs no authentication (health probe).
+    pub fn get(&self, path: &str) -> Result<Reply> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base_url))
+            .call()
+            .map_err(classify)?;
+        read_reply(response)
+    }
+}
+
+fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply> {
+    let http = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| {
+            let mut e = classify(e);
+            e.in_doubt = true; // the request was answered, so it was received
+            e
+        })?;
+    Ok(Reply { http, body })
+}
+
+fn load_ca_file(path: &str) -> Result<ureq::tls::RootCerts> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::new(
+            Status::KUZZLE_ERR_TLS,
+            format!("cannot read caFile {path}: {e}"),
+        )
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::new(
+                    Status::KUZZLE_ERR_TLS,
+                    format!("caFile {path} is not valid PEM: {e}"),
+                ))
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(Error::new(
+            Status::KUZZLE_ERR_TLS,
+            format!("caFile {path} holds no certificate"),
+        ));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// Maps a transport failure to a status, and tells whether the request may
+/// have reached Kuzzle (`in_doubt`): failures while connecting are certain
+/// not to have; anything after the first byte was sent may have.
+fn classify(e: ureq::Error) -> Error {
+    use std::io::ErrorKind;
+    use ureq::Timeout;
+    let (status, in_doubt) = match &e {
+        ureq::Error::Timeout(Timeout::Resolve | Timeout::Connect) => {
+            (Status::KUZZLE_ERR_TIMEOUT, false)
+        }
+        ureq::Error::Timeout(_) => (Status::KUZZLE_ERR_TIMEOUT, true),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
+            (Status::KUZZLE_ERR_CONNECTION, false)
+        }
+        ureq::Error::Tls(_) | ureq::Error::Pem(_) | ureq::Error::Rustls(_) => {
+            (Status::KUZZLE_ERR_TLS, false)
+        }
+        ureq::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound => {
+                (Status::KUZZLE_ERR_CONNECTION, false)
+            }
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => (Status::KUZZLE_ERR_TIMEOUT, true),
+            _ if is_tls_io(io) => (Status::KUZZLE_ERR_TLS, false),
+            _ => (Status::KUZZLE_ERR_CONNECTION, true),
+        },
+        _ => (Status::KUZZLE_ERR_CONNECTION, true),
+    };
+    let mut err = Error::new(status, e.to_string());
+    err.in_doubt = in_doubt;
+    err
+}
+
+/// rustls reports handshake failures (untrusted certificate...) as I/O errors
+/// wrapping its own error type; tell them apart by their text.
+fn is_tls_io(io: &std::io::Error) -> bool {
+    let text = io.to_string();
+    ["certificate", "handshake", "tls", "TLS", "alert"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+/// Compresses a request body.
+pub fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(raw);
+    enc.finish().unwrap_or_default()
+}
+
+/// The body to put on the wire for a raw JSON request body.
+pub fn encode(raw: Vec<u8>, compression: Compression) -> (Vec<u8>, bool) {
+    match compression {
+        Compression::None => (raw, false),
+        Compression::Gzip => (gzip(&raw), true),
+    }
+}
+
+/// Sleeps, for retries' backoff.
+pub fn pause(d: Duration) {
+    if !d.is_zero() {
+        std::thread::sleep(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(http: u16, body: &str) -> Reply {
+        Reply {
+            http,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn envelope_result() {
+        let r = reply(200, r#"{"status":200,"error":null,"result":{"a":1}}"#);
+        match r.answer() {
+            Answer::Result(raw) => assert_eq!(raw.unwrap().get(), r#"{"a":1}"#),
+            Answer::Error { error, .. } => panic!("{error}"),
+        }
+        let r = reply(200, r#"{"status":200,"error":null}"#);
+        assert!(matches!(r.answer(), Answer::Result(None)));
+    }
+
+    #[test]
+    fn bare_error_object_413() {
+        let r = reply(
+            413,
+            r#"{"message":"Maximum HTTP request size exceeded","status":413,"id":"network.http.request_too_large","code":1}"#,
+        );
+        match r.answer() {
+            Answer::Error { error, .. } => {
+                assert_eq!(error.http, 413);
+                assert_eq!(error.id, "network.http.request_too_large");
+                assert_eq!(error.status, Status::KUZZLE_ERR_SERVER);
+            }
+            Answer::Result(_) => panic!("413 is an error"),
+        }
+    }
+
+    #[test]
+    fn enveloped_error_and_garbage() {
+        let r = reply(
+            401,
+            r#"{"status":401,"error":{"id":"security.token.invalid","message":"Invalid token."},"result":null}"#,
+        );
+        assert!(
+            matches!(r.answer(), Answer::Error { error, .. } if error.status == Status::KUZZLE_ERR_AUTH && error.id == "security.token.invalid")
+        );
+        let r = reply(502, "<html>bad gateway</html>");
+        assert!(
+            matches!(r.answer(), Answer::Error { error, .. } if error.http == 502 && error.message.contains("bad gateway"))
+        );
+    }
+
+    #[test]
+    fn gzip_roundtrip() {
+        use std::io::Read;
+        let raw = br#"{"documents":[{"body":{"t":21.5}}]}"#.repeat(100);
+        let packed = gzip(&raw);
+        assert!(packed.len() < raw.len() / 10);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+    }
+}
