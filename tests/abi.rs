@@ -179,7 +179,8 @@ fn query_returns_result_or_error() {
         .starts_with("2.56."));
     let (s, r) = h.query(json!({"controller":"document","action":"get","index":"nope-nope","collection":"c","_id":"x"}));
     assert_eq!(s, S::KUZZLE_ERR_SERVER);
-    assert_eq!(r["error"]["status"], 404);
+    assert_eq!(r["error"]["status"], 412, "{r}");
+    assert_eq!(r["error"]["id"], "services.storage.unknown_index");
     let (s, r) = h.query(json!({"controller":"nosuch","action":"thing"}));
     assert_eq!(s, S::KUZZLE_ERR_SERVER, "{r}");
     let (s, _) = h.query(json!({"action":"info"}));

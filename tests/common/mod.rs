@@ -164,13 +164,14 @@ pub fn connect(config: &Value) -> Handle {
 }
 
 impl Handle {
-    pub fn mwrite_raw(
+    /// kuzzle_mwrite with raw strings; the result as text.
+    pub fn mwrite_text(
         &self,
         index: &str,
         collection: &str,
         docs: &str,
         options: Option<&str>,
-    ) -> (S, Value) {
+    ) -> (S, String) {
         let (i, c, d) = (cstr(index), cstr(collection), cstr(docs));
         let o = options.map(cstr);
         let mut out = ptr::null_mut();
@@ -184,12 +185,20 @@ impl Handle {
                 &mut out,
             )
         };
-        let text = take(out);
-        (
-            status,
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("result is not JSON ({e}): {text:.300}")),
-        )
+        (status, take(out))
+    }
+
+    pub fn mwrite_raw(
+        &self,
+        index: &str,
+        collection: &str,
+        docs: &str,
+        options: Option<&str>,
+    ) -> (S, Value) {
+        let (status, text) = self.mwrite_text(index, collection, docs, options);
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("result is not JSON ({e}): {text:.300}"));
+        (status, v)
     }
 
     pub fn mwrite(

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every test of the project, against real local Kuzzle stacks (started here
+# when needed; tests fail, never skip, when Kuzzle cannot be reached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-deps.sh
+bash scripts/kuzzle-stack.sh start
+echo "== cargo test"
+cargo test --release 2>&1
+echo "== C/C++ examples and tests (CTest)"
+cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/examples --parallel 2
+ctest --test-dir build/examples --output-on-failure
