@@ -16,7 +16,8 @@ fn auth_stack() -> &'static (Stack, String, String, String) {
             port: 7522,
             redis_port: 6392,
             storage_port: 9222,
-            rc_extra: None,
+            // Short-lived tokens, to see them renewed.
+            rc_extra: Some(r#"{"security":{"authToken":{"expiresIn":"3s"}}}"#.into()),
         };
         stack.start();
         let (user, password, key) = stack.admin();
@@ -85,4 +86,28 @@ fn anonymous_is_refused_once_an_admin_exists() {
     assert_eq!(arr_len(&r, "errors"), 3);
     assert_eq!(r["error"]["status"], 401);
     assert_eq!(admin.count(&index, "c"), 0);
+}
+
+#[test]
+fn expiring_jwt_is_renewed_transparently() {
+    let (_, user, password, _) = auth_stack();
+    let h = connect(&cfg(json!({"username": user, "password": password})));
+    let index = fresh_index(&h, "expiry");
+    // Tokens live 3 s on this stack: the one from connect is dead by now.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let (s, r) = h.mwrite(&index, "c", &sensor_docs(10, Some("e")), None);
+    assert_eq!(s, S::KUZZLE_OK, "{r}");
+    assert_eq!(h.count(&index, "c"), 10);
+}
+
+#[test]
+fn rejected_jwt_is_renewed_and_the_request_resent() {
+    let (_, user, password, _) = auth_stack();
+    let h = connect(&cfg(json!({"username": user, "password": password})));
+    let index = fresh_index(&h, "revoked");
+    // Revoke the client's own token behind its back.
+    h.query_ok(json!({"controller": "auth", "action": "logout"}));
+    let (s, r) = h.mwrite(&index, "c", &sensor_docs(10, Some("r")), None);
+    assert_eq!(s, S::KUZZLE_OK, "{r}");
+    assert_eq!(h.count(&index, "c"), 10);
 }

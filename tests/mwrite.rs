@@ -285,3 +285,41 @@ fn deeply_nested_document_is_rejected_alone() {
     assert_eq!(status, S::KUZZLE_PARTIAL, "{text:.300}");
     assert!(text.contains("a document must be an object"));
 }
+
+#[test]
+fn notify_reaches_a_websocket_subscriber() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "notify");
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/support/subscribe.js"))
+        .args([&stack.port.to_string(), &index, "c", "5", "15000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is needed for the WebSocket subscriber");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "subscriber did not start");
+
+    // Without notify, nobody hears; with it, the subscriber gets all five.
+    let (s, _) = h.mwrite(&index, "c", &sensor_docs(3, Some("quiet")), None);
+    assert_eq!(s, S::KUZZLE_OK);
+    let (s, r) = h.mwrite(
+        &index,
+        "c",
+        &sensor_docs(5, Some("loud")),
+        Some(json!({"notify": true})),
+    );
+    assert_eq!(s, S::KUZZLE_OK, "{r}");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("notifications"));
+    assert_eq!(words.next(), Some("5"), "{line}");
+    let ids: Vec<&str> = words.next().unwrap_or("").split(',').collect();
+    assert!(ids.iter().all(|id| id.starts_with("loud")), "{line}");
+}
