@@ -8,6 +8,7 @@ bash scripts/kuzzle-stack.sh start
 echo "== cargo test"
 cargo test --release 2>&1
 echo "== C/C++ examples and tests (CTest)"
-cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release \
+  -DKUZZLE_TEST_PORT="${KUZZLE_PORT:-7512}" >/dev/null
 cmake --build build/examples --parallel 2
 ctest --test-dir build/examples --output-on-failure
