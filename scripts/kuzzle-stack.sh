@@ -15,6 +15,8 @@
 #   admin     create the first admin (once), log in, print one JSON line:
 #             {"username":...,"password":...,"apiKey":...}
 #   logs      print the log paths and their tails: logs [redis|osmem|kuzzle] [LINES]
+#   kill-kuzzle   SIGKILL Kuzzle alone (fault tests); Redis and storage keep data
+#   start-kuzzle  start Kuzzle again on the running Redis and storage
 #
 # Environment (settings given here win; otherwise a stack reuses the settings
 # it was last started with; otherwise the defaults):
@@ -662,6 +664,40 @@ cmd_admin() {
   printf '%s\n' "$line"
 }
 
+# Fault tests: crash Kuzzle alone (SIGKILL, as a crash would), keeping Redis
+# and the storage engine with their data, then start it again.
+cmd_kill_kuzzle() {
+  lock_stack
+  load_settings
+  local pid
+  pid=$(owned_pid kuzzle) || die "Kuzzle is not running"
+  kill -KILL "$pid"
+  local i
+  for ((i = 0; i < 50; i++)); do
+    owned_pid kuzzle >/dev/null || break
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
+    sleep 0.1
+  done
+  log "Kuzzle (pid $pid) killed; Redis and storage keep running"
+}
+
+cmd_start_kuzzle() {
+  lock_stack
+  load_settings
+  owned_pid redis >/dev/null && owned_pid osmem >/dev/null \
+    || die "Redis and storage must run: use 'start'"
+  if owned_pid kuzzle >/dev/null && kuzzle_up; then
+    log "Kuzzle already running"
+    return 0
+  fi
+  log "starting Kuzzle on 127.0.0.1:$PORT (existing data kept)"
+  launch kuzzle env kuzzle_config="$RC_FILE" KUZZLE_STACK_KUZZLE_DIR="$KUZZLE_DIR" \
+    node --require "$STACK_FILES/opensearch-compat.js" "$STACK_FILES/server.js" \
+    || die "Kuzzle did not start"
+  wait_until "$READY_TIMEOUT" kuzzle kuzzle_up || { show_tail "$(log_file kuzzle)"; die "Kuzzle is not ready"; }
+  log "Kuzzle ready (pid $(owned_pid kuzzle))"
+}
+
 # ---------------------------------------------------------------------------
 
 main() {
@@ -675,6 +711,8 @@ main() {
     reset) cmd_reset ;;
     admin) cmd_admin ;;
     logs) cmd_logs "$@" ;;
+    kill-kuzzle) cmd_kill_kuzzle ;;
+    start-kuzzle) cmd_start_kuzzle ;;
     -h|--help|help) usage ;;
     '') usage; exit 2 ;;
     *) usage; die "unknown command '$cmd'" ;;

@@ -12,3 +12,8 @@ cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release \
   -DKUZZLE_TEST_PORT="${KUZZLE_PORT:-7512}" >/dev/null
 cmake --build build/examples --parallel 2
 ctest --test-dir build/examples --output-on-failure
+echo "== Python ctypes binding (pytest)"
+cargo build --release
+KUZZLE_PORT="${KUZZLE_PORT:-7512}" python3 -m pytest -q examples-ffi/python
+echo "== install: pkg-config and CMake consumers"
+bash scripts/test-install.sh --no-build

@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -272,37 +272,52 @@ pub fn arr_len(v: &Value, key: &str) -> usize {
         .len()
 }
 
-/// A loopback TCP proxy to Kuzzle that can be cut: lets a test make the
-/// server vanish under a connected client without touching the stack.
+/// A loopback TCP proxy to Kuzzle that can be cut, or turned into a black
+/// hole that accepts connections and never answers: lets a test make the
+/// server vanish or hang under a connected client without touching the stack.
 pub struct Proxy {
     pub port: u16,
-    open: Arc<AtomicBool>,
+    mode: Arc<AtomicUsize>,
 }
+
+const OPEN: usize = 0;
+const CUT: usize = 1;
+const BLACKHOLE: usize = 2;
 
 impl Proxy {
     pub fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let flag = open.clone();
+        let mode = Arc::new(AtomicUsize::new(OPEN));
+        let flag = mode.clone();
         std::thread::spawn(move || {
+            let mut held = Vec::new();
             for conn in listener.incoming() {
-                if !flag.load(Ordering::SeqCst) {
-                    return; // dropping the listener: further connects are refused
+                match flag.load(Ordering::SeqCst) {
+                    // Dropping the listener: further connects are refused.
+                    CUT => return,
+                    BLACKHOLE => held.extend(conn.ok()),
+                    _ => {
+                        let Ok(client) = conn else { continue };
+                        std::thread::spawn(move || pipe(client, target));
+                    }
                 }
-                let Ok(client) = conn else { continue };
-                std::thread::spawn(move || pipe(client, target));
             }
         });
-        Proxy { port, open }
+        Proxy { port, mode }
     }
 
     /// Stops accepting: the next connection attempt is refused.
     pub fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
+        self.mode.store(CUT, Ordering::SeqCst);
         // Wake the accept loop so it drops the listener.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Accepts new connections and never answers them.
+    pub fn blackhole(&self) {
+        self.mode.store(BLACKHOLE, Ordering::SeqCst);
     }
 }
 
@@ -330,4 +345,17 @@ fn copy(from: &mut TcpStream, to: &mut TcpStream) {
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Incompressible text of `n` bytes (gzip cannot shrink it).
+pub fn noise(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
 }

@@ -1,0 +1,318 @@
+//! Faults: Kuzzle crashing mid-write and coming back, a server that never
+//! answers, request-size and overload limits, one client shared by threads.
+//! Every document must come back exactly once, and nothing twice in storage.
+
+mod common;
+
+use common::*;
+use kuzzle::kuzzle_status as S;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A stack of its own, since these tests kill its Kuzzle.
+fn crash_stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let stack = Stack {
+            name: "faults",
+            port: 7542,
+            redis_port: 6394,
+            storage_port: 9242,
+            rc_extra: None,
+        };
+        stack.start();
+        stack
+    })
+}
+
+/// A Kuzzle with tiny limits: 8 KB requests, one request at a time and
+/// a 2-request buffer, so that 413 and 503 happen.
+fn limits_stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let stack = Stack {
+            name: "limits",
+            port: 7552,
+            redis_port: 6395,
+            storage_port: 9252,
+            rc_extra: Some(
+                r#"{"server":{"maxRequestSize":"8KB"},"limits":{"concurrentRequests":1,"requestsBufferSize":2,"requestsBufferWarningThreshold":1}}"#
+                    .into(),
+            ),
+        };
+        stack.start();
+        stack
+    })
+}
+
+fn ids_of(r: &Value) -> Vec<String> {
+    r["successes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn kuzzle_killed_mid_write_and_restarted_loses_and_duplicates_nothing() {
+    let stack = crash_stack();
+    let h = connect(&json!({"host":"127.0.0.1","port":stack.port,
+        "maxDocumentsPerRequest":1000,"concurrency":4,
+        "retries":12,"retryBackoffMs":200,"retryDeadlineMs":60000}));
+    let index = fresh_index(&h, "crash");
+    // Half with ids of their own, half given one by generateIds.
+    let docs: Vec<Value> = (0..50_000)
+        .map(|i| {
+            let body = json!({"seq": i, "temp": 20.5});
+            if i % 2 == 0 {
+                json!({"_id": format!("own-{i}"), "body": body})
+            } else {
+                json!({"body": body})
+            }
+        })
+        .collect();
+    let docs = Value::Array(docs).to_string();
+
+    let (status, r) = std::thread::scope(|s| {
+        let writer = s.spawn(|| h.mwrite_raw(&index, "c", &docs, None));
+        std::thread::sleep(Duration::from_millis(400));
+        let out = stack.script(&["kill-kuzzle"]);
+        assert!(out.status.success(), "{out:?}");
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = stack.script(&["start-kuzzle"]);
+        assert!(out.status.success(), "{out:?}");
+        writer.join().unwrap()
+    });
+
+    let (ok, failed) = (arr_len(&r, "successes"), arr_len(&r, "errors"));
+    assert_eq!(ok + failed, 50_000, "every document reported once");
+    for e in r["errors"].as_array().unwrap() {
+        assert_eq!(e["status"], 0, "only unknown outcomes may fail: {e}");
+    }
+    let ids = ids_of(&r);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ok, "no id reported twice");
+    let stored = h.count(&index, "c");
+    assert!(
+        stored >= ok as u64,
+        "reported successes are stored: {stored} < {ok}"
+    );
+    assert!(
+        stored <= 50_000,
+        "retries duplicated documents: {stored} stored"
+    );
+    if status == S::KUZZLE_OK {
+        assert_eq!(stored, 50_000);
+    }
+    // Spot-check successes by id.
+    for id in ids.iter().step_by(5000) {
+        let got = h.query_ok(json!({"controller":"document","action":"get",
+            "index":index,"collection":"c","_id":id}));
+        assert!(got["_source"]["seq"].is_number(), "{id}: {got}");
+    }
+}
+
+#[test]
+fn server_that_never_answers_times_out_and_reports_every_document() {
+    let proxy = Proxy::start(default_stack().port);
+    let h = connect(&json!({"host":"127.0.0.1","port":proxy.port,
+        "timeoutMs":500,"retries":1,"retryBackoffMs":10,"generateIds":false}));
+    let index = fresh_index(&h, "hang");
+    proxy.blackhole();
+    let docs = json!([
+        {"_id":"a","body":{"v":1}},
+        {"body":{"v":2}},
+        {"_id":"b","body":{"v":3}}
+    ]);
+    let (status, r) = h.mwrite(&index, "c", &docs, None);
+    assert_eq!(status, S::KUZZLE_ERR_TIMEOUT, "{r}");
+    assert_eq!(arr_len(&r, "successes"), 0);
+    assert_eq!(arr_len(&r, "errors"), 3);
+    for e in r["errors"].as_array().unwrap() {
+        assert_eq!(e["status"], 0);
+        assert!(
+            e["reason"].as_str().unwrap().contains("may or may not"),
+            "{e}"
+        );
+    }
+    assert_eq!(r["error"]["id"], "libkuzzle.timeout");
+}
+
+#[test]
+fn server_request_limit_smaller_than_ours_is_met_by_splitting() {
+    let stack = limits_stack();
+    // Our default 1 MB requests meet Kuzzle's 8 KB limit: split until they fit.
+    let h = connect(
+        &json!({"host":"127.0.0.1","port":stack.port,"compression":"none",
+        "retries":20,"retryBackoffMs":20}),
+    );
+    let index = fresh_index(&h, "split");
+    let mut docs = sensor_docs(400, Some("s")).as_array().unwrap().clone();
+    // One document larger than the server's limit on its own, incompressible.
+    docs.insert(
+        200,
+        json!({"_id":"too-big","body":{"blob": noise(12_000, 7)}}),
+    );
+    let (status, r) = h.mwrite(&index, "c", &Value::Array(docs), None);
+    assert_eq!(status, S::KUZZLE_PARTIAL, "{:.500}", r.to_string());
+    assert_eq!(arr_len(&r, "successes"), 400);
+    assert_eq!(arr_len(&r, "errors"), 1);
+    assert_eq!(r["errors"][0]["status"], 413);
+    assert_eq!(r["errors"][0]["document"]["_id"], "too-big");
+    assert_eq!(h.count(&index, "c"), 400);
+}
+
+#[test]
+fn overloaded_server_503_is_retried_until_written() {
+    let stack = limits_stack();
+    let port = stack.port;
+    // Several clients at once against one request slot and a 1-request buffer.
+    let results: Vec<(S, Value)> = std::thread::scope(|s| {
+        let setup = connect(&json!({"host":"127.0.0.1","port":port}));
+        let index = fresh_index(&setup, "busy");
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let index = index.clone();
+                s.spawn(move || {
+                    let h = connect(&json!({"host":"127.0.0.1","port":port,
+                        "maxRequestBytes":6000,"concurrency":4,
+                        "retries":30,"retryBackoffMs":20,"retryDeadlineMs":60000}));
+                    h.mwrite(
+                        &index,
+                        "c",
+                        &sensor_docs(300, Some(&format!("t{t}-"))),
+                        None,
+                    )
+                })
+            })
+            .collect();
+        let out = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(setup.count(&index, "c"), 1800);
+        out
+    });
+    for (status, r) in results {
+        assert_eq!(status, S::KUZZLE_OK, "{:.300}", r.to_string());
+        assert_eq!(arr_len(&r, "successes"), 300);
+    }
+}
+
+#[test]
+fn overload_without_retries_reports_503_per_document() {
+    let stack = limits_stack();
+    let port = stack.port;
+    let setup = connect(&json!({"host":"127.0.0.1","port":port}));
+    let index = fresh_index(&setup, "noretry");
+    let seen_503 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let index = index.clone();
+                s.spawn(move || {
+                    let h = connect(&json!({"host":"127.0.0.1","port":port,
+                        "maxRequestBytes":6000,"concurrency":4,"retries":0}));
+                    let (status, r) = h.mwrite(
+                        &index,
+                        "c",
+                        &sensor_docs(300, Some(&format!("n{t}-"))),
+                        None,
+                    );
+                    assert_eq!(arr_len(&r, "successes") + arr_len(&r, "errors"), 300);
+                    if status != S::KUZZLE_OK {
+                        assert_eq!(status, S::KUZZLE_ERR_SERVER, "{:.300}", r.to_string());
+                        assert_eq!(r["error"]["status"], 503);
+                        assert_eq!(r["error"]["id"], "api.process.overloaded");
+                        assert!(r["errors"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|e| e["status"] == 503));
+                    }
+                    status != S::KUZZLE_OK
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|b| *b)
+            .count()
+    });
+    assert!(
+        seen_503 > 0,
+        "6 clients x 4 requests against 1 slot never got a 503"
+    );
+}
+
+#[test]
+fn one_client_shared_by_eight_threads() {
+    let stack = default_stack();
+    let h = connect(&json!({"host":"127.0.0.1","port":stack.port,"maxDocumentsPerRequest":500}));
+    let index = fresh_index(&h, "threads");
+    let all_ids: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (h, index) = (&h, &index);
+                s.spawn(move || {
+                    let docs = if t % 2 == 0 {
+                        sensor_docs(5000, Some(&format!("th{t}-")))
+                    } else {
+                        sensor_docs(5000, None)
+                    };
+                    let (status, r) = h.mwrite(index, "c", &docs, None);
+                    assert_eq!(status, S::KUZZLE_OK, "{:.300}", r.to_string());
+                    ids_of(&r)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: HashSet<&String> = all_ids.iter().flatten().collect();
+    assert_eq!(
+        unique.len(),
+        40_000,
+        "generated ids are unique across threads"
+    );
+    assert_eq!(h.count(&index, "c"), 40_000);
+}
+
+#[test]
+fn hundred_megabyte_input_is_handled_without_crash() {
+    let h = connect(&default_stack().config());
+    let index = fresh_index(&h, "hundredmb");
+    // 50 documents of 2 MB of incompressible text: each alone is larger than
+    // a request (1 MB on the wire), so each is rejected alone with 413.
+    let blob = noise(2_000_000, 11);
+    let mut docs = String::with_capacity(101_000_000);
+    docs.push('[');
+    for i in 0..50 {
+        if i > 0 {
+            docs.push(',');
+        }
+        docs.push_str(&format!(r#"{{"_id":"big{i}","body":{{"blob":"{blob}"}}}}"#));
+    }
+    docs.push_str(r#",{"_id":"small","body":{"v":1}}]"#);
+    assert!(docs.len() > 100_000_000);
+    let (status, text) = h.mwrite_text(&index, "c", &docs, None);
+    assert_eq!(status, S::KUZZLE_PARTIAL, "{text:.300}");
+    assert_eq!(text.matches(r#""status":413"#).count(), 50);
+    assert!(text.starts_with(r#"{"successes":[{"_id":"small""#));
+    // The same, cut short: not JSON, a clear error, nothing sent.
+    docs.truncate(docs.len() - 10);
+    let (status, text) = h.mwrite_text(&index, "c", &docs, None);
+    assert_eq!(status, S::KUZZLE_ERR_JSON, "{text:.300}");
+    assert_eq!(h.count(&index, "c"), 1);
+}
+
+#[test]
+fn index_names_kuzzle_rejects_fail_every_document_clearly() {
+    let h = connect(&default_stack().config());
+    for bad in ["UPPER", "with space", "a/b", "%internal"] {
+        let (status, r) = h.mwrite(bad, "c", &sensor_docs(3, Some("x")), None);
+        assert_eq!(status, S::KUZZLE_ERR_SERVER, "{bad}: {r}");
+        assert_eq!(arr_len(&r, "errors"), 3, "{bad}");
+        let http = r["error"]["status"].as_u64().unwrap();
+        assert!((400..500).contains(&http), "{bad}: {r}");
+    }
+}
