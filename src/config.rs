@@ -201,9 +201,13 @@ impl Config {
             c.max_documents_per_request = n as usize;
         }
         c.compression = match keys.string("compression")?.as_deref() {
-            None | Some("gzip") => Compression::Gzip,
+            // On loopback bytes cost nothing and gzip costs CPU on both
+            // sides (Kuzzle is then the bottleneck); anywhere else the link
+            // is what limits, and gzip shrinks JSON 5-10x.
+            None | Some("auto") if is_loopback(&c.host) => Compression::None,
+            None | Some("auto") | Some("gzip") => Compression::Gzip,
             Some("none") => Compression::None,
-            Some(_) => return Err(keys.ill_typed("compression", "\"gzip\" or \"none\"")),
+            Some(_) => return Err(keys.ill_typed("compression", "\"auto\", \"gzip\" or \"none\"")),
         };
         if let Some(n) = keys.uint("concurrency", 1, 64)? {
             c.concurrency = n as usize;
@@ -230,6 +234,15 @@ impl Config {
             format!("{scheme}://{}:{}", self.host, self.port)
         }
     }
+}
+
+/// `localhost` or a loopback address: the server is on this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn credentials(keys: &Keys) -> Result<Credentials> {
@@ -297,6 +310,11 @@ mod tests {
         let c = Config::from_json("{}").unwrap();
         assert_eq!(c.base_url(), "http://localhost:7512");
         assert!(c.tls_verify && c.generate_ids);
+        assert_eq!(c.compression, Compression::None, "auto: loopback");
+        let c = Config::from_json(r#"{"host":"kuzzle.example.com"}"#).unwrap();
+        assert_eq!(c.compression, Compression::Gzip, "auto: remote");
+        let c = Config::from_json(r#"{"host":"127.0.0.1","compression":"gzip"}"#).unwrap();
+        assert_eq!(c.compression, Compression::Gzip);
         let c = Config::from_json(
             r#"{"host":"::1","port":7600,"ssl":true,"compression":"none","concurrency":2}"#,
         )

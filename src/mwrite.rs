@@ -29,12 +29,13 @@ const SAMPLE_BYTES: usize = 128 * 1024;
 struct Doc<'a> {
     /// The `_id` as a JSON string literal, when there is one.
     id: Option<Cow<'a, str>>,
-    body: &'a RawValue,
+    /// The body's JSON text, validated.
+    body: &'a str,
 }
 
 impl Doc<'_> {
     fn wire_len(&self) -> usize {
-        self.body.get().len() + self.id.as_ref().map_or(0, |i| i.len() + 8) + 10
+        self.body.len() + self.id.as_ref().map_or(0, |i| i.len() + 8) + 10
     }
 
     /// `{"_id":...,"body":...}` as sent.
@@ -47,41 +48,49 @@ impl Doc<'_> {
             }
             None => out.extend_from_slice(b"{\"body\":"),
         }
-        out.extend_from_slice(self.body.get().as_bytes());
+        out.extend_from_slice(self.body.as_bytes());
         out.push(b'}');
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Item<'a> {
-    #[serde(borrow, default, rename = "_id")]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    body: Option<&'a RawValue>,
-}
-
 /// Checks one input item; `Err` is the reason it is rejected.
 fn check_item<'a>(raw: &'a RawValue, client: &Client) -> std::result::Result<Doc<'a>, String> {
-    if !raw.get().starts_with('{') {
+    let text = raw.get();
+    if !text.starts_with('{') {
         return Err("a document must be an object {\"_id\"?: string, \"body\": object}".into());
     }
-    let item: Item = serde_json::from_str(raw.get()).map_err(|e| {
-        let text = e.to_string();
-        // Drop serde's " at line 1 column N": positions inside one item mislead.
-        let text = text.split(" at line ").next().unwrap_or(&text);
-        format!("invalid document: {text}")
-    })?;
-    let body = match item.body {
-        Some(b) if b.get().starts_with('{') => b,
+    let (mut id, mut body) = (None, None);
+    for (key, value, depth) in members(text) {
+        let name = if key.contains('\\') {
+            Cow::Owned(serde_json::from_str::<String>(key).unwrap_or_default())
+        } else {
+            Cow::Borrowed(&key[1..key.len() - 1])
+        };
+        let slot = match &*name {
+            "_id" => &mut id,
+            "body" => &mut body,
+            _ => {
+                return Err(format!(
+                    "invalid document: unknown key {key} (a document has \"_id\" and \"body\")"
+                ))
+            }
+        };
+        if slot.replace((value, depth)).is_some() {
+            return Err(format!("invalid document: duplicate key {key}"));
+        }
+    }
+    let body = match body {
+        Some((b, depth)) if b.starts_with('{') => {
+            if depth > MAX_DEPTH {
+                return Err(format!(
+                    "document body is nested deeper than {MAX_DEPTH} levels"
+                ));
+            }
+            b
+        }
         _ => return Err("document body must be an object".into()),
     };
-    if depth(body.get()) > MAX_DEPTH {
-        return Err(format!(
-            "document body is nested deeper than {MAX_DEPTH} levels"
-        ));
-    }
-    let id = match item.id.map(RawValue::get) {
+    let id = match id.map(|(text, _)| text) {
         None | Some("null") | Some("\"\"") => None,
         Some(text) if text.starts_with('"') => {
             let decoded_len = if text.contains('\\') {
@@ -103,31 +112,75 @@ fn check_item<'a>(raw: &'a RawValue, client: &Client) -> std::result::Result<Doc
     Ok(Doc { id, body })
 }
 
-/// Deepest nesting of objects and arrays in valid JSON, without recursion.
-fn depth(json: &str) -> usize {
-    let (mut d, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for &b in json.as_bytes() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
+/// The members of a JSON object that serde_json has already validated: each
+/// key (with its quotes), its value's text, and that value's nesting depth.
+/// One pass, no recursion: cheaper than parsing the item a second time.
+fn members(obj: &str) -> Vec<(&str, &str, usize)> {
+    let b = obj.as_bytes();
+    let mut out = Vec::with_capacity(2);
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
         }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                d += 1;
-                max = max.max(d);
+    };
+    // Index just past the closing quote of the string that starts at `i`.
+    let end_of_string = |mut i: usize| {
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => return i + 1,
+                _ => i += 1,
             }
-            b'}' | b']' => d = d.saturating_sub(1),
-            _ => {}
+        }
+        b.len()
+    };
+    let mut i = 1; // after '{'
+    loop {
+        skip_ws(&mut i);
+        if i >= b.len() || b[i] == b'}' {
+            return out;
+        }
+        let key_end = end_of_string(i);
+        let key = &obj[i..key_end];
+        i = key_end;
+        skip_ws(&mut i);
+        i += 1; // ':'
+        skip_ws(&mut i);
+        let start = i;
+        let (mut depth, mut max) = (0usize, 0usize);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = end_of_string(i);
+                    if depth == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        i += 1;
+                        break;
+                    }
+                }
+                b',' | b'}' | b']' if depth == 0 => break,
+                c if depth == 0 && c.is_ascii_whitespace() => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        out.push((key, &obj[start..i], max));
+        skip_ws(&mut i);
+        if i < b.len() && b[i] == b',' {
+            i += 1;
         }
     }
-    max
 }
 
 /// What one request contributed to the result: JSON items already written.
@@ -448,7 +501,7 @@ fn strict_partial(docs: &[&Doc], details: Option<&RawValue>, out: &mut Fragment)
                                 == Some(theirs.as_str())
                         }
                         (None, None) => {
-                            serde_json::from_str::<serde_json::Value>(docs[i].body.get()).ok()
+                            serde_json::from_str::<serde_json::Value>(docs[i].body).ok()
                                 == sent.body
                         }
                         _ => false,
@@ -475,12 +528,7 @@ fn strict_partial(docs: &[&Doc], details: Option<&RawValue>, out: &mut Fragment)
                  this document may or may not have been written",
             );
         } else {
-            out.success(
-                doc.id.as_deref().unwrap_or("null"),
-                None,
-                doc.body.get(),
-                None,
-            );
+            out.success(doc.id.as_deref().unwrap_or("null"), None, doc.body, None);
         }
     }
 }
@@ -641,11 +689,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn depth_counts_nesting_outside_strings() {
-        assert_eq!(depth("{}"), 1);
-        assert_eq!(depth(r#"{"a":[{"b":"[[[{{"}]}"#), 3);
-        assert_eq!(depth(r#"{"a":"\"{"}"#), 1);
-        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(depth(&deep), 10_000);
+    fn members_splits_keys_values_and_depths() {
+        let m = members(
+            r#"{"_id":"a\"b","body":{"a":[{"b":"[[[{{"}]},"n":-1.5e3 , "t" : true,"z":null}"#,
+        );
+        assert_eq!(
+            m,
+            vec![
+                (r#""_id""#, r#""a\"b""#, 0),
+                (r#""body""#, r#"{"a":[{"b":"[[[{{"}]}"#, 3),
+                (r#""n""#, "-1.5e3", 0),
+                (r#""t""#, "true", 0),
+                (r#""z""#, "null", 0),
+            ]
+        );
+        assert!(members("{ }").is_empty());
+        assert_eq!(
+            members(r#"{"body":{"a":1,"b":[1,2,{"c":3}]} ,"_id":"x"}"#),
+            vec![
+                (r#""body""#, r#"{"a":1,"b":[1,2,{"c":3}]}"#, 3),
+                (r#""_id""#, r#""x""#, 0)
+            ]
+        );
+        assert_eq!(members(r#"{"a":"\\"}"#), vec![(r#""a""#, r#""\\""#, 0)]);
+        let deep = format!(r#"{{"d":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(members(&deep)[0].2, 10_000);
+        assert_eq!(members(&deep)[0].1.len(), 20_001);
     }
 }

@@ -66,7 +66,12 @@ impl Reply {
 
     /// Decodes Kuzzle's envelope, parsing `result` as `T` in the same pass.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Answer<'a, T> {
-        let env: Envelope<T> = match serde_json::from_slice(&self.body) {
+        // Validate UTF-8 once for the whole body: borrowed raw values
+        // parsed from a &str need no further check each.
+        let parsed = std::str::from_utf8(&self.body)
+            .map_err(serde::de::Error::custom)
+            .and_then(serde_json::from_str::<Envelope<T>>);
+        let env: Envelope<T> = match parsed {
             Ok(env) => env,
             Err(e) => {
                 let text = String::from_utf8_lossy(&self.body);
@@ -107,8 +112,14 @@ impl Transport {
         if let Some(path) = &config.ca_file {
             tls = tls.root_certs(load_ca_file(path)?);
         }
+        // Without compression, do not ask Kuzzle to gzip its answers either.
+        let accept_encoding = match config.compression {
+            Compression::Gzip => ureq::config::AutoHeaderValue::Default,
+            Compression::None => ureq::config::AutoHeaderValue::None,
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .accept_encoding(accept_encoding)
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(config.connect_timeout))
             .max_redirects(0)
