@@ -3,6 +3,7 @@
 
 use crate::config::{Compression, Config, Credentials};
 use crate::error::{push_json_str, Error, Result, Status};
+use crate::retry::{self, Backoff};
 use crate::transport::{self, Answer, Reply, Transport};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -233,10 +234,21 @@ impl Client {
         } else {
             (request.as_bytes().to_vec(), false)
         };
-        let reply = self.send(&wire, gzip)?;
-        match reply.answer() {
-            Answer::Result(raw) => Ok(raw.map_or("null", |r| r.get()).to_string()),
-            Answer::Error { error, .. } => Err(error),
+        // Retried only when Kuzzle certainly did not run the request: any
+        // action may be sent, and not every action is idempotent.
+        let mut backoff = Backoff::new(&self.config, Instant::now());
+        loop {
+            let reply = match self.send(&wire, gzip) {
+                Ok(reply) => reply,
+                Err(e) if retry::transient(&e) && !e.in_doubt && backoff.wait() => continue,
+                Err(e) => return Err(e),
+            };
+            match reply.answer() {
+                Answer::Result(raw) => return Ok(raw.map_or("null", |r| r.get()).to_string()),
+                Answer::Error { error, .. }
+                    if retry::refused_for_now(error.http) && backoff.wait() => {}
+                Answer::Error { error, .. } => return Err(error),
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! - `client`: a connected client: authentication and `kuzzle_query`.
 //! - `transport`: HTTP to Kuzzle (ureq), gzip, answer decoding.
 //! - `mwrite`: the engine: door checks, chunking, concurrency, retries, merge.
+//! - `retry`: backoff with jitter, and which failures are worth a retry.
 //! - `error`: status codes and the error type.
 
 pub mod client;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ffi;
 pub mod mwrite;
+pub mod retry;
 pub mod transport;
 
 pub use error::{kuzzle_status, Error, Status};

@@ -7,21 +7,20 @@
 use crate::client::Client;
 use crate::config::{Compression, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
+use crate::retry::{self, Backoff};
 use crate::transport::{self, Answer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Elasticsearch refuses longer ids, and one such id fails a whole request.
 pub(crate) const MAX_ID_BYTES: usize = 512;
 /// Kuzzle overflows its stack on bodies nested ~20,000 levels deep and fails
 /// the whole request; Elasticsearch maps far less. Stop such documents alone.
 pub(crate) const MAX_DEPTH: usize = 512;
-/// Retry backoff never waits longer than this between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// What is sampled to estimate the gzip ratio before cutting requests.
 const SAMPLE_BYTES: usize = 128 * 1024;
 
@@ -355,33 +354,12 @@ impl Job<'_> {
         raw
     }
 
-    fn backoff(&self, attempt: u32, seed: &mut u64) -> Option<Duration> {
-        let cfg = &self.client.config;
-        if attempt >= cfg.retries {
-            return None;
-        }
-        let exp = cfg
-            .retry_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(MAX_BACKOFF);
-        // Jitter in [exp/2, exp]: spreads gateways that lost the same server.
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        let jitter = exp.mul_f64(0.5 + (*seed % 1000) as f64 / 2000.0);
-        if self.started.elapsed() + jitter > cfg.retry_deadline {
-            return None;
-        }
-        Some(jitter)
-    }
-
     /// Writes one group of documents, splitting, retrying and reporting each
     /// of them exactly once into `out`.
     fn write(&self, mut docs: Vec<&Doc>, out: &mut Fragment) {
         let client = self.client;
         let max = client.config.max_request_bytes;
-        let mut seed = self.started.elapsed().as_nanos() as u64 | 1;
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(&client.config, self.started);
         let mut wire = None;
         loop {
             if docs.is_empty() {
@@ -402,27 +380,19 @@ impl Job<'_> {
             let reply = match client.send(body, *gzip) {
                 Ok(reply) => reply,
                 Err(error) => {
-                    let retryable = matches!(
-                        error.status,
-                        Status::KUZZLE_ERR_CONNECTION | Status::KUZZLE_ERR_TIMEOUT
-                    );
-                    match self.backoff(attempt, &mut seed).filter(|_| retryable) {
-                        Some(wait) => {
-                            if error.in_doubt && docs.iter().any(|d| d.id.is_none()) {
-                                // Resending a document without _id after an
-                                // unknown outcome could store it twice.
-                                let (keep, doubtful): (Vec<&Doc>, Vec<&Doc>) =
-                                    docs.into_iter().partition(|d| d.id.is_some());
-                                out.fail(&doubtful, error);
-                                docs = keep;
-                                wire = None;
-                            }
-                            attempt += 1;
-                            transport::pause(wait);
-                            continue;
-                        }
-                        None => return out.fail(&docs, error),
+                    if !(retry::transient(&error) && backoff.wait()) {
+                        return out.fail(&docs, error);
                     }
+                    if error.in_doubt && docs.iter().any(|d| d.id.is_none()) {
+                        // Resending a document without _id after an unknown
+                        // outcome could store it twice.
+                        let (keep, doubtful): (Vec<&Doc>, Vec<&Doc>) =
+                            docs.into_iter().partition(|d| d.id.is_some());
+                        out.fail(&doubtful, error);
+                        docs = keep;
+                        wire = None;
+                    }
+                    continue;
                 }
             };
             match reply.decode::<MWriteResult>() {
@@ -440,13 +410,11 @@ impl Job<'_> {
                     // Alone and still too large for this server: that
                     // document's own rejection, the call goes on.
                     413 => return out.doc_error(docs[0], 413, &error.message),
-                    429 | 503 => match self.backoff(attempt, &mut seed) {
-                        Some(wait) => {
-                            attempt += 1;
-                            transport::pause(wait);
+                    http if retry::refused_for_now(http) => {
+                        if !backoff.wait() {
+                            return out.fail(&docs, error);
                         }
-                        None => return out.fail(&docs, error),
-                    },
+                    }
                     400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
                         return strict_partial(&docs, details, out);
                     }

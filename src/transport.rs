@@ -8,7 +8,6 @@ use crate::error::{Error, Result, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::Write;
-use std::time::Duration;
 
 /// Responses echo every document: allow large ones, but not unbounded.
 const MAX_RESPONSE_BYTES: u64 = 4 << 30;
@@ -265,13 +264,6 @@ pub fn encode(raw: Vec<u8>, compression: Compression) -> (Vec<u8>, bool) {
     match compression {
         Compression::None => (raw, false),
         Compression::Gzip => (gzip(&raw), true),
-    }
-}
-
-/// Sleeps, for retries' backoff.
-pub fn pause(d: Duration) {
-    if !d.is_zero() {
-        std::thread::sleep(d);
     }
 }
 

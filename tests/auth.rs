@@ -111,3 +111,40 @@ fn rejected_jwt_is_renewed_and_the_request_resent() {
     assert_eq!(s, S::KUZZLE_OK, "{r}");
     assert_eq!(h.count(&index, "c"), 10);
 }
+
+#[test]
+fn secrets_never_appear_in_errors_or_results() {
+    let (stack, user, _, _) = auth_stack();
+    let secret = "S3cr3t-Never-Shown-9f7c";
+    let mut seen = Vec::new();
+    for config in [
+        json!({"username": user, "password": secret}),
+        json!({"apiKey": secret}),
+        json!({"jwt": secret}),
+        json!({"host":"127.0.0.1","port":1,"username":user,"password":secret}),
+        json!({"username": user, "password": secret, "port": "7522"}),
+        json!({"password": secret}),
+        json!({"apiKey": secret, "jwt": secret}),
+        json!({"apiKey": secret, "bogusKey": 1}),
+    ] {
+        let mut c = stack.config();
+        c.as_object_mut()
+            .unwrap()
+            .extend(config.as_object().unwrap().clone());
+        let (_, e) = try_connect(&c).err().expect("must fail");
+        seen.push(e.to_string());
+    }
+    // A write that fails while using an API key: its result holds no key.
+    let (_, _, _, key) = auth_stack();
+    let (_, user, password, _) = auth_stack();
+    let admin = connect(&cfg(json!({"username": user, "password": password})));
+    let index = fresh_index(&admin, "secrets");
+    let h = connect(&cfg(json!({"apiKey": key})));
+    let (_, r) = h.mwrite(&index, "nosuchcollection", &sensor_docs(2, Some("k")), None);
+    seen.push(r.to_string());
+    for text in &seen {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+        assert!(!text.contains(key.as_str()), "API key leaked: {text}");
+        assert!(!text.contains(password.as_str()), "password leaked: {text}");
+    }
+}

@@ -205,13 +205,17 @@ fn overload_without_retries_reports_503_per_document() {
     let port = stack.port;
     let setup = connect(&json!({"host":"127.0.0.1","port":port}));
     let index = fresh_index(&setup, "noretry");
+    // 8 clients x 8 requests in flight, released at once, against one slot
+    // and a 2-request buffer.
+    let start = std::sync::Barrier::new(8);
     let seen_503 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..6)
+        let handles: Vec<_> = (0..8)
             .map(|t| {
-                let index = index.clone();
+                let (index, start) = (index.clone(), &start);
                 s.spawn(move || {
                     let h = connect(&json!({"host":"127.0.0.1","port":port,
-                        "maxRequestBytes":6000,"concurrency":4,"retries":0}));
+                        "maxRequestBytes":2048,"concurrency":8,"retries":0}));
+                    start.wait();
                     let (status, r) = h.mwrite(
                         &index,
                         "c",
@@ -241,7 +245,7 @@ fn overload_without_retries_reports_503_per_document() {
     });
     assert!(
         seen_503 > 0,
-        "6 clients x 4 requests against 1 slot never got a 503"
+        "8 clients x 8 requests against 1 slot never got a 503"
     );
 }
 
