@@ -86,6 +86,34 @@ fn fail(e: Error) -> (Status, String) {
     (e.status, e.to_json())
 }
 
+/// The shape of every call on a client that hands back one string: a NULL
+/// `out` is refused (a result must never be dropped), `*out` is always set,
+/// a NULL client is an error, `f` runs inside the panic boundary.
+///
+/// SAFETY (caller): `client` is NULL or a live handle; `out` is NULL or
+/// writable.
+unsafe fn client_call(
+    client: *mut kuzzle_client,
+    out: *mut *mut c_char,
+    f: impl FnOnce(&Client) -> Result<(Status, String), Error>,
+) -> kuzzle_status {
+    if out.is_null() {
+        return Status::KUZZLE_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe { *out = ptr::null_mut() };
+    let (status, json) = boundary(|| {
+        // SAFETY: a handle from kuzzle_connect, not yet disconnected, or NULL.
+        match unsafe { client.as_ref() } {
+            Some(client) => f(&client.inner).unwrap_or_else(fail),
+            None => fail(Error::invalid("client is NULL")),
+        }
+    });
+    // SAFETY: checked non-NULL above.
+    unsafe { put(out, json) };
+    status
+}
+
 /// Connects to Kuzzle.
 ///
 /// `config_json`: a JSON object, `"{}"` for every default (see README):
@@ -185,48 +213,23 @@ pub unsafe extern "C" fn kuzzle_mwrite(
     options_json: *const c_char,
     out_result_json: *mut *mut c_char,
 ) -> kuzzle_status {
-    if out_result_json.is_null() {
-        return Status::KUZZLE_ERR_INVALID_ARGUMENT;
+    // SAFETY: NULL or live handle, NULL or writable out, per the contract.
+    unsafe {
+        client_call(client, out_result_json, |client| {
+            // SAFETY (all four): NULL or NUL-terminated strings per the contract.
+            let index = arg(index, "index")?;
+            let collection = arg(collection, "collection")?;
+            let documents = arg(documents_json, "documents_json")?;
+            let options = if options_json.is_null() {
+                None
+            } else {
+                Some(arg(options_json, "options_json")?)
+            };
+            let options = WriteOptions::from_json(options)?;
+            let outcome = mwrite::mwrite(client, index, collection, documents, &options)?;
+            Ok((outcome.status, outcome.json))
+        })
     }
-    // SAFETY: checked non-NULL; writable per the contract.
-    unsafe { *out_result_json = ptr::null_mut() };
-    let (status, json) = boundary(|| {
-        // SAFETY: a handle from kuzzle_connect, not yet disconnected, or NULL.
-        let Some(client) = (unsafe { client.as_ref() }) else {
-            return fail(Error::invalid("client is NULL"));
-        };
-        // SAFETY (all three): NULL or NUL-terminated strings per the contract.
-        let args = unsafe {
-            (
-                arg(index, "index"),
-                arg(collection, "collection"),
-                arg(documents_json, "documents_json"),
-            )
-        };
-        let (index, collection, documents) = match args {
-            (Ok(i), Ok(c), Ok(d)) => (i, c, d),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
-        };
-        let options = if options_json.is_null() {
-            None
-        } else {
-            // SAFETY: non-NULL, NUL-terminated per the contract.
-            match unsafe { arg(options_json, "options_json") } {
-                Ok(o) => Some(o),
-                Err(e) => return fail(e),
-            }
-        };
-        let result = WriteOptions::from_json(options).and_then(|options| {
-            mwrite::mwrite(&client.inner, index, collection, documents, &options)
-        });
-        match result {
-            Ok(outcome) => (outcome.status, outcome.json),
-            Err(e) => fail(e),
-        }
-    });
-    // SAFETY: checked non-NULL above.
-    unsafe { put(out_result_json, json) };
-    status
 }
 
 /// Sends any Kuzzle API request, in Kuzzle's JSON request format:
@@ -246,29 +249,14 @@ pub unsafe extern "C" fn kuzzle_query(
     request_json: *const c_char,
     out_result_json: *mut *mut c_char,
 ) -> kuzzle_status {
-    if out_result_json.is_null() {
-        return Status::KUZZLE_ERR_INVALID_ARGUMENT;
+    // SAFETY: NULL or live handle, NULL or writable out, per the contract.
+    unsafe {
+        client_call(client, out_result_json, |client| {
+            // SAFETY: NULL or a NUL-terminated string per the contract.
+            let request = arg(request_json, "request_json")?;
+            Ok((Status::KUZZLE_OK, client.query(request)?))
+        })
     }
-    // SAFETY: checked non-NULL; writable per the contract.
-    unsafe { *out_result_json = ptr::null_mut() };
-    let (status, json) = boundary(|| {
-        // SAFETY: a live handle or NULL, per the contract.
-        let Some(client) = (unsafe { client.as_ref() }) else {
-            return fail(Error::invalid("client is NULL"));
-        };
-        // SAFETY: NULL or a NUL-terminated string per the contract.
-        let request = match unsafe { arg(request_json, "request_json") } {
-            Ok(r) => r,
-            Err(e) => return fail(e),
-        };
-        match client.inner.query(request) {
-            Ok(result) => (Status::KUZZLE_OK, result),
-            Err(e) => fail(e),
-        }
-    });
-    // SAFETY: checked non-NULL above.
-    unsafe { put(out_result_json, json) };
-    status
 }
 
 /// Releases a string returned by libkuzzle. NULL is a no-op. Each string is
