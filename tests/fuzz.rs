@@ -29,8 +29,10 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-    fn pick<'a>(&mut self, seeds: &[&'a [u8]]) -> &'a [u8] {
-        seeds[self.below(seeds.len())]
+    /// One of `seeds`, mutated.
+    fn mutant(&mut self, seeds: &[&[u8]]) -> Vec<u8> {
+        let seed = seeds[self.below(seeds.len())];
+        mutate(self, seed)
     }
 }
 
@@ -135,10 +137,7 @@ fn fuzz_configuration() {
     let start = Instant::now();
     let mut runs = 0;
     while start.elapsed() < budget() / 2 {
-        let input = {
-            let s = rng.pick(seeds);
-            mutate(&mut rng, s)
-        };
+        let input = rng.mutant(seeds);
         // Never let a mutation reach a real port: only port 1 or none.
         let text = String::from_utf8_lossy(&input);
         if text.contains("\"port\"")
@@ -186,13 +185,9 @@ fn fuzz_documents_and_options() {
     let start = Instant::now();
     let mut runs = 0;
     while start.elapsed() < budget() {
-        let docs = {
-            let s = rng.pick(docs_seeds);
-            mutate(&mut rng, s)
-        };
+        let docs = rng.mutant(docs_seeds);
         let opts = if rng.below(3) == 0 {
-            let s = rng.pick(opts_seeds);
-            Some(mutate(&mut rng, s))
+            Some(rng.mutant(opts_seeds))
         } else {
             None
         };
@@ -250,10 +245,7 @@ fn fuzz_queries() {
     let start = Instant::now();
     let mut runs = 0;
     while start.elapsed() < budget() / 2 {
-        let input = {
-            let s = rng.pick(seeds);
-            mutate(&mut rng, s)
-        };
+        let input = rng.mutant(seeds);
         let text = String::from_utf8_lossy(&input).to_lowercase();
         if [
             "admin", "delete", "truncate", "reset", "shutdown", "create", "update", "replace",
