@@ -4,8 +4,9 @@
  *   test_contract HOST PORT
  *
  * Result ownership (every string freed with kuzzle_free_result; run under
- * valgrind in CI), every status code that can be triggered locally, status
- * strings, NULL arguments. Ends with "N passed, M failed".
+ * valgrind in CI), every status code that can be triggered locally (all but
+ * KUZZLE_ERR_INTERNAL, which only a libkuzzle bug returns), status strings,
+ * NULL arguments. Ends with "N passed, M failed".
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -195,6 +196,71 @@ static void test_mwrite(kuzzle_client *c) {
   kuzzle_free_result(out);
 }
 
+/* KUZZLE_ERR_TLS, KUZZLE_ERR_AUTH and KUZZLE_ERR_FORBIDDEN, on the local
+ * stack: an unreadable caFile, an API key Kuzzle does not know, and a user
+ * whose role may log in and read but not write. */
+static void test_tls_auth_forbidden(kuzzle_client *admin) {
+  char cfg[400], *err = NULL, *out = NULL;
+  kuzzle_client *c = NULL;
+  snprintf(cfg, sizeof cfg, "%.*s,\"ssl\":true,\"caFile\":\"/nonexistent/ca.pem\"}",
+           (int)strlen(config) - 1, config);
+  kuzzle_status st = kuzzle_connect(cfg, &c, &err);
+  CHECK(st == KUZZLE_ERR_TLS && c == NULL, "TLS: %s %s", kuzzle_status_str(st),
+        err ? err : "");
+  kuzzle_free_result(err);
+
+  snprintf(cfg, sizeof cfg, "%.*s,\"apiKey\":\"not-a-key\"}",
+           (int)strlen(config) - 1, config);
+  st = kuzzle_connect(cfg, &c, &err);
+  CHECK(st == KUZZLE_ERR_AUTH && err && strstr(err, "\"status\":401") &&
+            !strstr(err, "not-a-key"),
+        "AUTH: %s %s", kuzzle_status_str(st), err ? err : "");
+  kuzzle_free_result(err);
+
+  const char *setup[] = {
+      "{\"controller\":\"security\",\"action\":\"createOrReplaceRole\",\"_id\":"
+      "\"ctest-reader\",\"body\":{\"controllers\":{\"auth\":{\"actions\":{\"*\":"
+      "true}},\"document\":{\"actions\":{\"get\":true}}}}}",
+      "{\"controller\":\"security\",\"action\":\"createOrReplaceProfile\",\"_id\":"
+      "\"ctest-reader\",\"body\":{\"policies\":[{\"roleId\":\"ctest-reader\"}]}}",
+  };
+  for (size_t i = 0; i < 2; i++) {
+    st = kuzzle_query(admin, setup[i], &out);
+    CHECK(st == KUZZLE_OK, "security setup %zu: %s", i, out);
+    kuzzle_free_result(out);
+  }
+  char user[64], req[512];
+  snprintf(user, sizeof user, "ctest-reader-%ld", (long)getpid());
+  snprintf(req, sizeof req,
+           "{\"controller\":\"security\",\"action\":\"createUser\",\"_id\":\"%s\","
+           "\"body\":{\"content\":{\"profileIds\":[\"ctest-reader\"]},"
+           "\"credentials\":{\"local\":{\"username\":\"%s\",\"password\":"
+           "\"Reader-Pass-1\"}}}}",
+           user, user);
+  st = kuzzle_query(admin, req, &out);
+  CHECK(st == KUZZLE_OK, "createUser: %s", out);
+  kuzzle_free_result(out);
+
+  snprintf(cfg, sizeof cfg,
+           "%.*s,\"username\":\"%s\",\"password\":\"Reader-Pass-1\"}",
+           (int)strlen(config) - 1, config, user);
+  st = kuzzle_connect(cfg, &c, &err);
+  CHECK(st == KUZZLE_OK, "reader login: %s %s", kuzzle_status_str(st), err ? err : "");
+  kuzzle_free_result(err);
+  if (c) {
+    st = kuzzle_mwrite(c, "ctest-anything", "c", "[{\"body\":{\"v\":1}}]", NULL, &out);
+    CHECK(st == KUZZLE_ERR_FORBIDDEN && strstr(out, "\"status\":403"),
+          "FORBIDDEN: %s %s", kuzzle_status_str(st), out);
+    kuzzle_free_result(out);
+    kuzzle_disconnect(c);
+  }
+  snprintf(req, sizeof req,
+           "{\"controller\":\"security\",\"action\":\"deleteUser\",\"_id\":\"%s\"}",
+           user);
+  kuzzle_query(admin, req, &out);
+  kuzzle_free_result(out);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: test_contract HOST PORT\n");
@@ -205,7 +271,10 @@ int main(int argc, char **argv) {
   test_static_strings();
   test_connect_errors();
   kuzzle_client *c = connect_ok();
-  if (c) test_mwrite(c);
+  if (c) {
+    test_mwrite(c);
+    test_tls_auth_forbidden(c);
+  }
   kuzzle_disconnect(c);
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
