@@ -74,7 +74,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_documents_per_request: 5_000,
             compression: Compression::Gzip,
-            concurrency: 4,
+            concurrency: 8,
             ca_file: None,
             tls_verify: true,
             retries: 5,
