@@ -114,7 +114,7 @@ fn rejected_jwt_is_renewed_and_the_request_resent() {
 
 #[test]
 fn secrets_never_appear_in_errors_or_results() {
-    let (stack, user, _, _) = auth_stack();
+    let (stack, user, password, key) = auth_stack();
     let secret = "S3cr3t-Never-Shown-9f7c";
     let mut seen = Vec::new();
     for config in [
@@ -135,8 +135,6 @@ fn secrets_never_appear_in_errors_or_results() {
         seen.push(e.to_string());
     }
     // A write that fails while using an API key: its result holds no key.
-    let (_, _, _, key) = auth_stack();
-    let (_, user, password, _) = auth_stack();
     let admin = connect(&cfg(json!({"username": user, "password": password})));
     let index = fresh_index(&admin, "secrets");
     let h = connect(&cfg(json!({"apiKey": key})));
