@@ -73,7 +73,8 @@ impl Default for Config {
             credentials: Credentials::Anonymous,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_documents_per_request: 5_000,
-            compression: Compression::Gzip,
+            // What "auto" gives for the default host (localhost).
+            compression: Compression::None,
             concurrency: 8,
             ca_file: None,
             tls_verify: true,
