@@ -5,6 +5,7 @@
 //! - `config`: `kuzzle_connect`'s configuration and mWrite's options.
 //! - `client`: a connected client: authentication and `kuzzle_query`.
 //! - `transport`: HTTP to Kuzzle (ureq), gzip, answer decoding.
+//! - `json`: the one-pass validating JSON scanner of the hot paths.
 //! - `mwrite`: the engine: door checks, chunking, concurrency, retries, merge.
 //! - `retry`: backoff with jitter, and which failures are worth a retry.
 //! - `error`: status codes and the error type.
@@ -13,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod ffi;
+mod json;
 pub mod mwrite;
 pub mod retry;
 pub mod transport;

@@ -7,8 +7,9 @@
 use crate::client::Client;
 use crate::config::{Compression, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
+use crate::json::{Parsed, Scanner, SyntaxError};
 use crate::retry::{self, Backoff};
-use crate::transport::{self, Answer};
+use crate::transport::{self, Answer, Reply};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -52,14 +53,24 @@ impl Doc<'_> {
     }
 }
 
-/// Checks one input item; `Err` is the reason it is rejected.
-fn check_item<'a>(raw: &'a RawValue, client: &Client) -> std::result::Result<Doc<'a>, String> {
-    let text = raw.get();
-    if !text.starts_with('{') {
-        return Err("a document must be an object {\"_id\"?: string, \"body\": object}".into());
+/// Scans one input item (the scanner sits on its first byte). The outer
+/// `Err` is a syntax error that fails the whole call; the inner one is the
+/// reason this item alone is rejected.
+fn check_item<'a>(
+    s: &mut Scanner<'a>,
+    client: &Client,
+) -> Parsed<std::result::Result<Doc<'a>, String>> {
+    if s.peek() != Some(b'{') {
+        s.value()?;
+        return Ok(Err(
+            "a document must be an object {\"_id\"?: string, \"body\": object}".into(),
+        ));
     }
-    let (mut id, mut body) = (None, None);
-    for (key, value, depth) in members(text) {
+    let (mut id, mut body, mut problem) = (None, None, None);
+    s.members(|key, value, depth| {
+        if problem.is_some() {
+            return Ok(());
+        }
         let name = if key.contains('\\') {
             Cow::Owned(serde_json::from_str::<String>(key).unwrap_or_default())
         } else {
@@ -69,15 +80,29 @@ fn check_item<'a>(raw: &'a RawValue, client: &Client) -> std::result::Result<Doc
             "_id" => &mut id,
             "body" => &mut body,
             _ => {
-                return Err(format!(
+                problem = Some(format!(
                     "invalid document: unknown key {key} (a document has \"_id\" and \"body\")"
-                ))
+                ));
+                return Ok(());
             }
         };
         if slot.replace((value, depth)).is_some() {
-            return Err(format!("invalid document: duplicate key {key}"));
+            problem = Some(format!("invalid document: duplicate key {key}"));
         }
-    }
+        Ok(())
+    })?;
+    Ok(match problem {
+        Some(problem) => Err(problem),
+        None => doc(id, body, client),
+    })
+}
+
+/// The checks on a document's `_id` and `body` (each: text and depth).
+fn doc<'a>(
+    id: Option<(&'a str, usize)>,
+    body: Option<(&'a str, usize)>,
+    client: &Client,
+) -> std::result::Result<Doc<'a>, String> {
     let body = match body {
         Some((b, depth)) if b.starts_with('{') => {
             if depth > MAX_DEPTH {
@@ -111,82 +136,13 @@ fn check_item<'a>(raw: &'a RawValue, client: &Client) -> std::result::Result<Doc
     Ok(Doc { id, body })
 }
 
-/// The members of a JSON object that serde_json has already validated: each
-/// key (with its quotes), its value's text, and that value's nesting depth.
-/// One pass, no recursion: cheaper than parsing the item a second time.
-fn members(obj: &str) -> Vec<(&str, &str, usize)> {
-    let b = obj.as_bytes();
-    let mut out = Vec::with_capacity(2);
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    };
-    // Index just past the closing quote of the string that starts at `i`.
-    let end_of_string = |mut i: usize| {
-        i += 1;
-        while i < b.len() {
-            match b[i] {
-                b'\\' => i += 2,
-                b'"' => return i + 1,
-                _ => i += 1,
-            }
-        }
-        b.len()
-    };
-    let mut i = 1; // after '{'
-    loop {
-        skip_ws(&mut i);
-        if i >= b.len() || b[i] == b'}' {
-            return out;
-        }
-        let key_end = end_of_string(i);
-        let key = &obj[i..key_end];
-        i = key_end;
-        skip_ws(&mut i);
-        i += 1; // ':'
-        skip_ws(&mut i);
-        let start = i;
-        let (mut depth, mut max) = (0usize, 0usize);
-        while i < b.len() {
-            match b[i] {
-                b'"' => {
-                    i = end_of_string(i);
-                    if depth == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b'}' | b']' if depth > 0 => {
-                    depth -= 1;
-                    if depth == 0 {
-                        i += 1;
-                        break;
-                    }
-                }
-                b',' | b'}' | b']' if depth == 0 => break,
-                c if depth == 0 && c.is_ascii_whitespace() => break,
-                _ => {}
-            }
-            i += 1;
-        }
-        out.push((key, &obj[start..i], max));
-        skip_ws(&mut i);
-        if i < b.len() && b[i] == b',' {
-            i += 1;
-        }
-    }
-}
-
 /// What one request contributed to the result: JSON items already written.
+/// Strings, not bytes: every piece is a slice of valid text (the caller's
+/// documents, Kuzzle's answer, our own), so the result needs no UTF-8 pass.
 #[derive(Default)]
 struct Fragment {
-    successes: Vec<u8>,
-    errors: Vec<u8>,
+    successes: String,
+    errors: String,
     n_success: usize,
     n_error: usize,
     /// The first whole-request failure, if any.
@@ -194,22 +150,23 @@ struct Fragment {
 }
 
 impl Fragment {
-    fn open(buf: &mut Vec<u8>, n: &mut usize) {
+    fn open(buf: &mut String, n: &mut usize) {
         if *n > 0 {
-            buf.push(b',');
+            buf.push(',');
         }
         *n += 1;
     }
 
     fn error_raw(&mut self, document: &str, status: u16, reason: &str) {
         Self::open(&mut self.errors, &mut self.n_error);
-        self.errors.extend_from_slice(b"{\"document\":");
-        self.errors.extend_from_slice(document.as_bytes());
-        self.errors.extend_from_slice(b",\"status\":");
-        self.errors.extend_from_slice(status.to_string().as_bytes());
-        self.errors.extend_from_slice(b",\"reason\":");
-        self.errors.extend_from_slice(reason.as_bytes());
-        self.errors.push(b'}');
+        let e = &mut self.errors;
+        e.push_str("{\"document\":");
+        e.push_str(document);
+        e.push_str(",\"status\":");
+        e.push_str(&status.to_string());
+        e.push_str(",\"reason\":");
+        e.push_str(reason);
+        e.push('}');
     }
 
     fn error(&mut self, document: &str, status: u16, reason: &str) {
@@ -224,23 +181,48 @@ impl Fragment {
         self.error(&String::from_utf8_lossy(&d), status, reason);
     }
 
-    fn success(&mut self, id: &str, version: Option<u64>, source: &str, created: Option<bool>) {
+    /// One success; `version` is the number's JSON text.
+    fn success(&mut self, id: &str, version: Option<&str>, source: &str, created: Option<bool>) {
         Self::open(&mut self.successes, &mut self.n_success);
         let s = &mut self.successes;
-        s.extend_from_slice(b"{\"_id\":");
-        s.extend_from_slice(id.as_bytes());
-        s.extend_from_slice(b",\"_version\":");
-        match version {
-            Some(v) => s.extend_from_slice(v.to_string().as_bytes()),
-            None => s.extend_from_slice(b"null"),
-        }
-        s.extend_from_slice(b",\"_source\":");
-        s.extend_from_slice(source.as_bytes());
-        s.extend_from_slice(match created {
-            Some(true) => b",\"created\":true}",
-            Some(false) => b",\"created\":false}",
-            None => b",\"created\":null}",
+        s.push_str("{\"_id\":");
+        s.push_str(id);
+        s.push_str(",\"_version\":");
+        s.push_str(version.unwrap_or("null"));
+        s.push_str(",\"_source\":");
+        s.push_str(source);
+        s.push_str(match created {
+            Some(true) => ",\"created\":true}",
+            Some(false) => ",\"created\":false}",
+            None => ",\"created\":null}",
         });
+    }
+
+    /// Where the fragment stands, to undo what follows with `rollback`.
+    fn mark(&self) -> [usize; 4] {
+        [
+            self.successes.len(),
+            self.n_success,
+            self.errors.len(),
+            self.n_error,
+        ]
+    }
+
+    fn rollback(&mut self, [s, ns, e, ne]: [usize; 4]) {
+        self.successes.truncate(s);
+        self.n_success = ns;
+        self.errors.truncate(e);
+        self.n_error = ne;
+    }
+
+    /// One of Kuzzle's per-document errors.
+    fn kuzzle_error(&mut self, document: &str, status: Option<u16>, reason: Option<&str>) {
+        let reason = match reason {
+            Some(r) if r.starts_with('"') => Cow::Borrowed(r),
+            Some(r) => Cow::Owned(serde_json::to_string(r).unwrap_or_default()),
+            None => Cow::Borrowed("\"rejected by Kuzzle\""),
+        };
+        self.error_raw(document, status.unwrap_or(400), &reason);
     }
 
     fn fail(&mut self, docs: &[&Doc], error: Error) {
@@ -277,14 +259,39 @@ impl Fragment {
         ] {
             if m > 0 {
                 if *n > 0 {
-                    mine.push(b',');
+                    mine.push(',');
                 }
-                mine.extend_from_slice(&theirs);
+                mine.push_str(&theirs);
                 *n += m;
             }
         }
         if self.failure.is_none() {
             self.failure = other.failure;
+        }
+    }
+}
+
+/// Puts the requests' fragments into the result in input order as they
+/// finish: the one next in line goes straight in, early ones wait (a few at
+/// most, with `concurrency` requests in flight). Each item is copied once,
+/// and no fragment outlives its turn.
+struct Merge {
+    all: Fragment,
+    next: usize,
+    parked: Vec<(usize, Fragment)>,
+}
+
+impl Merge {
+    fn add(&mut self, i: usize, frag: Fragment) {
+        if i != self.next {
+            return self.parked.push((i, frag));
+        }
+        self.all.absorb(frag);
+        self.next += 1;
+        while let Some(p) = self.parked.iter().position(|(j, _)| *j == self.next) {
+            let (_, frag) = self.parked.swap_remove(p);
+            self.all.absorb(frag);
+            self.next += 1;
         }
     }
 }
@@ -321,13 +328,136 @@ struct ErrorItem<'a> {
 
 impl ErrorItem<'_> {
     fn push_to(&self, out: &mut Fragment) {
-        let reason = match self.reason {
-            Some(r) if r.get().starts_with('"') => Cow::Borrowed(r.get()),
-            Some(r) => Cow::Owned(serde_json::to_string(r.get()).unwrap_or_default()),
-            None => Cow::Borrowed("\"rejected by Kuzzle\""),
-        };
-        out.error_raw(self.document.get(), self.status.unwrap_or(400), &reason);
+        out.kuzzle_error(
+            self.document.get(),
+            self.status,
+            self.reason.map(RawValue::get),
+        );
     }
+}
+
+/// Kuzzle's successful mWrite answer, read in one validating pass straight
+/// into `out` (the generic serde decoder costs twice as much on this, the
+/// largest thing the library parses). `false`, with `out` untouched, for
+/// anything else: the generic decoder then tells what it is.
+fn fast_record(reply: &Reply, out: &mut Fragment) -> bool {
+    if reply.http >= 400 {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(&reply.body) else {
+        return false;
+    };
+    let mark = out.mark();
+    let (mut results, mut error_null) = (0, true);
+    let mut s = Scanner::new(text);
+    s.ws();
+    let parsed = s
+        .fields(|s, key| match key {
+            "\"result\"" => {
+                results += 1;
+                read_result(s, out)
+            }
+            "\"error\"" => {
+                error_null = s.raw()? == "null";
+                Ok(())
+            }
+            _ => s.value().map(drop),
+        })
+        .and_then(|()| s.end());
+    if parsed.is_ok() && results == 1 && error_null {
+        return true;
+    }
+    out.rollback(mark);
+    false
+}
+
+/// Not what the fast path reads: leave it to the generic decoder.
+fn unexpected<T>(s: &Scanner) -> Parsed<T> {
+    Err(SyntaxError {
+        at: s.pos,
+        expected: "an mWrite result",
+    })
+}
+
+/// `{"successes":[...],"errors":[...]}`, both required.
+fn read_result(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+    let mut seen = [0; 2];
+    s.fields(|s, key| match key {
+        "\"successes\"" => {
+            seen[0] += 1;
+            s.items(|s| read_success(s, out))
+        }
+        "\"errors\"" => {
+            seen[1] += 1;
+            s.items(|s| read_error(s, out))
+        }
+        _ => s.value().map(drop),
+    })?;
+    if seen != [1, 1] {
+        return unexpected(s);
+    }
+    Ok(())
+}
+
+fn read_success(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+    let (mut id, mut source, mut version, mut created) = (None, None, None, None);
+    s.fields(|s, key| {
+        let slot = match key {
+            "\"_id\"" => &mut id,
+            "\"_source\"" => &mut source,
+            "\"_version\"" => &mut version,
+            "\"created\"" => &mut created,
+            _ => return s.value().map(drop),
+        };
+        if slot.replace(s.raw()?).is_some() {
+            return unexpected(s);
+        }
+        Ok(())
+    })?;
+    let (Some(id), Some(source)) = (id, source) else {
+        return unexpected(s);
+    };
+    let version = match version {
+        None | Some("null") => None,
+        Some(v) if v.bytes().all(|b| b.is_ascii_digit()) && v.len() <= 19 => Some(v),
+        Some(_) => return unexpected(s),
+    };
+    let created = match created {
+        None | Some("null") => version.map(|v| v == "1"),
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return unexpected(s),
+    };
+    out.success(id, version, source, created);
+    Ok(())
+}
+
+fn read_error(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+    let (mut document, mut status, mut reason) = (None, None, None);
+    s.fields(|s, key| {
+        let slot = match key {
+            "\"document\"" => &mut document,
+            "\"status\"" => &mut status,
+            "\"reason\"" => &mut reason,
+            _ => return s.value().map(drop),
+        };
+        if slot.replace(s.raw()?).is_some() {
+            return unexpected(s);
+        }
+        Ok(())
+    })?;
+    let Some(document) = document else {
+        return unexpected(s);
+    };
+    let status = match status {
+        None | Some("null") => None,
+        Some(v) => match v.parse::<u16>() {
+            Ok(v) => Some(v),
+            Err(_) => return unexpected(s),
+        },
+    };
+    out.kuzzle_error(document, status, reason.filter(|r| *r != "null"));
+    Ok(())
 }
 
 /// Everything one mWrite call shares between its worker threads.
@@ -395,6 +525,9 @@ impl Job<'_> {
                     continue;
                 }
             };
+            if fast_record(&reply, out) {
+                return;
+            }
             match reply.decode::<MWriteResult>() {
                 Answer::Result(Some(result)) => return record(result, out),
                 Answer::Result(None) => {
@@ -434,7 +567,8 @@ impl Job<'_> {
 fn record(result: MWriteResult, out: &mut Fragment) {
     for s in &result.successes {
         let created = s.created.or(s.version.map(|v| v == 1));
-        out.success(s.id.get(), s.version, s.source.get(), created);
+        let version = s.version.map(|v| v.to_string());
+        out.success(s.id.get(), version.as_deref(), s.source.get(), created);
     }
     for e in &result.errors {
         e.push_to(out);
@@ -559,20 +693,24 @@ pub fn mwrite(
     if index.is_empty() || collection.is_empty() {
         return Err(Error::invalid("index and collection must not be empty"));
     }
-    let items: Vec<&RawValue> = serde_json::from_str(documents).map_err(|e| {
+    let mut door = Fragment::default();
+    let mut docs = Vec::new();
+    let mut s = Scanner::new(documents);
+    s.items(|s| {
+        let start = s.pos;
+        match check_item(s, client)? {
+            Ok(doc) => docs.push(doc),
+            Err(reason) => door.error(s.slice(start, s.pos), 400, &reason),
+        }
+        Ok(())
+    })
+    .and_then(|()| s.end())
+    .map_err(|e| {
         Error::json(format!(
-            "documents must be a JSON array of {{\"_id\"?, \"body\"}} objects: {e}"
+            "documents must be a JSON array of {{\"_id\"?, \"body\"}} objects: {}",
+            e.describe(documents)
         ))
     })?;
-
-    let mut door = Fragment::default();
-    let mut docs = Vec::with_capacity(items.len());
-    for raw in items {
-        match check_item(raw, client) {
-            Ok(doc) => docs.push(doc),
-            Err(reason) => door.error(raw.get(), 400, &reason),
-        }
-    }
 
     let mut head = String::from(r#"{"controller":"bulk","action":"mWrite","index":"#);
     push_json_str(&mut head, index);
@@ -600,16 +738,27 @@ pub fn mwrite(
     } else {
         plan(&job, &docs)
     };
+    // The result is written in one buffer, sized for every success (Kuzzle
+    // echoes each body), so it rarely grows; door rejections come first in
+    // `errors`, as Kuzzle itself lists them.
+    let estimate: usize = docs.iter().map(|d| d.wire_len() + 48).sum();
+    let mut all = Fragment {
+        successes: String::with_capacity(estimate + 64),
+        ..door
+    };
+    all.successes.push_str("{\"successes\":[");
+    let merge = Mutex::new(Merge {
+        all,
+        next: 0,
+        parked: Vec::new(),
+    });
     let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Fragment)>> = Mutex::new(Vec::with_capacity(ranges.len()));
     let work = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(range) = ranges.get(i) else { return };
         let mut frag = Fragment::default();
         job.write(docs[range.clone()].iter().collect(), &mut frag);
-        done.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((i, frag));
+        merge.lock().unwrap_or_else(|p| p.into_inner()).add(i, frag);
     };
     let workers = client.config.concurrency.min(ranges.len());
     std::thread::scope(|s| {
@@ -618,70 +767,25 @@ pub fn mwrite(
         }
         work();
     });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_unstable_by_key(|(i, _)| *i);
-
-    let mut all = Fragment::default();
-    for (_, frag) in done {
-        all.absorb(frag);
-    }
-    // Door rejections first, as Kuzzle itself lists them.
-    let failure = all.failure.take();
-    door.absorb(all);
-
-    let mut json = Vec::with_capacity(door.successes.len() + door.errors.len() + 64);
-    json.extend_from_slice(b"{\"successes\":[");
-    json.extend_from_slice(&door.successes);
-    json.extend_from_slice(b"],\"errors\":[");
-    json.extend_from_slice(&door.errors);
-    json.push(b']');
+    let Fragment {
+        successes: mut json,
+        errors,
+        n_error,
+        failure,
+        ..
+    } = merge.into_inner().unwrap_or_else(|p| p.into_inner()).all;
+    json.push_str("],\"errors\":[");
+    json.push_str(&errors);
+    json.push(']');
     let status = match &failure {
         Some(e) => {
-            json.extend_from_slice(b",\"error\":");
-            json.extend_from_slice(e.to_json_object().as_bytes());
+            json.push_str(",\"error\":");
+            json.push_str(&e.to_json_object());
             e.status
         }
-        None if door.n_error > 0 => Status::KUZZLE_PARTIAL,
+        None if n_error > 0 => Status::KUZZLE_PARTIAL,
         None => Status::KUZZLE_OK,
     };
-    json.push(b'}');
-    // Every piece is valid UTF-8: slices of a &str, Kuzzle's JSON (checked
-    // by serde_json while parsing) and our own text.
-    let json = String::from_utf8(json)
-        .map_err(|_| Error::new(Status::KUZZLE_ERR_INTERNAL, "result is not UTF-8"))?;
+    json.push('}');
     Ok(Outcome { status, json })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_splits_keys_values_and_depths() {
-        let m = members(
-            r#"{"_id":"a\"b","body":{"a":[{"b":"[[[{{"}]},"n":-1.5e3 , "t" : true,"z":null}"#,
-        );
-        assert_eq!(
-            m,
-            vec![
-                (r#""_id""#, r#""a\"b""#, 0),
-                (r#""body""#, r#"{"a":[{"b":"[[[{{"}]}"#, 3),
-                (r#""n""#, "-1.5e3", 0),
-                (r#""t""#, "true", 0),
-                (r#""z""#, "null", 0),
-            ]
-        );
-        assert!(members("{ }").is_empty());
-        assert_eq!(
-            members(r#"{"body":{"a":1,"b":[1,2,{"c":3}]} ,"_id":"x"}"#),
-            vec![
-                (r#""body""#, r#"{"a":1,"b":[1,2,{"c":3}]}"#, 3),
-                (r#""_id""#, r#""x""#, 0)
-            ]
-        );
-        assert_eq!(members(r#"{"a":"\\"}"#), vec![(r#""a""#, r#""\\""#, 0)]);
-        let deep = format!(r#"{{"d":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(members(&deep)[0].2, 10_000);
-        assert_eq!(members(&deep)[0].1.len(), 20_001);
-    }
 }

@@ -11,6 +11,8 @@ use std::io::Write;
 
 /// Responses echo every document: allow large ones, but not unbounded.
 const MAX_RESPONSE_BYTES: u64 = 4 << 30;
+/// The most reserved up front for an answer, whatever its headers claim.
+const MAX_HINT_BYTES: u64 = 64 << 20;
 /// gzip level: 1–3 keep compression cheap next to JSON scanning while still
 /// shrinking sensor-like JSON 5–10x.
 const GZIP_LEVEL: u32 = 3;
@@ -164,14 +166,26 @@ impl Transport {
 }
 
 fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply> {
+    use std::io::Read;
     let http = response.status().as_u16();
-    let body = response
+    // Size the buffer from Content-Length (gzip: a typical ratio on top)
+    // rather than let it double its way up: every doubling is a copy and
+    // fresh pages to fault in, for answers of megabytes.
+    let gzipped = response
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let length = response.body().content_length().unwrap_or(0);
+    let hint = if gzipped { length * 8 } else { length }.min(MAX_HINT_BYTES);
+    let mut body = Vec::with_capacity(hint as usize + 1);
+    response
         .body_mut()
         .with_config()
         .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
+        .reader()
+        .read_to_end(&mut body)
         .map_err(|e| {
-            let mut e = classify(e);
+            let mut e = classify(ureq::Error::from(e));
             e.in_doubt = true; // the request was answered, so it was received
             e
         })?;
