@@ -192,16 +192,24 @@ impl Client {
 
     /// Sends one raw Kuzzle request, already encoded for the wire, with the
     /// current token; logs in again once if the token was refused.
-    pub fn send(&self, wire: &[u8], gzip: bool) -> Result<Reply> {
+    /// Posts `wire`; the answer is read into `buffer` (capacity reused).
+    pub fn send(&self, wire: &[u8], gzip: bool, buffer: Vec<u8>) -> Result<Reply> {
         let token = self.token()?;
-        let reply = self.transport.post_query(wire, gzip, token.as_deref())?;
+        let reply = self
+            .transport
+            .post_query_into(wire, gzip, token.as_deref(), buffer)?;
         if reply.http == 401 && token.is_some() {
             if let Answer::Error { error, .. } = reply.answer() {
                 if (error.id == "security.token.expired" || error.id == "security.token.invalid")
                     && self.renew_after_rejection(token.as_deref())
                 {
                     let token = self.token()?;
-                    return self.transport.post_query(wire, gzip, token.as_deref());
+                    return self.transport.post_query_into(
+                        wire,
+                        gzip,
+                        token.as_deref(),
+                        reply.body,
+                    );
                 }
             }
         }
@@ -238,7 +246,7 @@ impl Client {
         // action may be sent, and not every action is idempotent.
         let mut backoff = Backoff::new(&self.config, Instant::now());
         loop {
-            let reply = match self.send(&wire, gzip) {
+            let reply = match self.send(&wire, gzip, Vec::new()) {
                 Ok(reply) => reply,
                 Err(e) if retry::transient(&e) && !e.in_doubt && backoff.wait() => continue,
                 Err(e) => return Err(e),

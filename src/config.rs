@@ -277,11 +277,24 @@ fn credentials(keys: &Keys) -> Result<Credentials> {
 }
 
 /// Options of one `kuzzle_mwrite` call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOptions {
     pub wait_for_refresh: bool,
     pub notify: bool,
     pub strict: bool,
+    /// Successes carry each document's `_source` (Kuzzle's echo).
+    pub source: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> WriteOptions {
+        WriteOptions {
+            wait_for_refresh: false,
+            notify: false,
+            strict: false,
+            source: true,
+        }
+    }
 }
 
 impl WriteOptions {
@@ -292,11 +305,12 @@ impl WriteOptions {
         let json: Value = serde_json::from_str(text)
             .map_err(|e| Error::json(format!("options are not valid JSON: {e}")))?;
         let keys = Keys::parse("options", &json)?;
-        keys.reject_unknown(&["waitForRefresh", "notify", "strict"])?;
+        keys.reject_unknown(&["waitForRefresh", "notify", "strict", "source"])?;
         Ok(WriteOptions {
             wait_for_refresh: keys.bool("waitForRefresh")?.unwrap_or(false),
             notify: keys.bool("notify")?.unwrap_or(false),
             strict: keys.bool("strict")?.unwrap_or(false),
+            source: keys.bool("source")?.unwrap_or(true),
         })
     }
 }
@@ -357,7 +371,9 @@ mod tests {
             WriteOptions::default()
         );
         let o = WriteOptions::from_json(Some(r#"{"waitForRefresh":true,"strict":true}"#)).unwrap();
-        assert!(o.wait_for_refresh && o.strict && !o.notify);
+        assert!(o.wait_for_refresh && o.strict && !o.notify && o.source);
+        let o = WriteOptions::from_json(Some(r#"{"source":false}"#)).unwrap();
+        assert!(!o.source && !o.strict);
         let e = WriteOptions::from_json(Some(r#"{"refresh":"wait_for"}"#)).unwrap_err();
         assert_eq!(e.status, Status::KUZZLE_ERR_INVALID_ARGUMENT);
         let e = WriteOptions::from_json(Some(r#"{"notify":1}"#)).unwrap_err();

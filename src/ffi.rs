@@ -180,14 +180,16 @@ pub unsafe extern "C" fn kuzzle_connect(
 ///
 /// `documents_json`: a JSON array of `{"_id"?: string, "body": object}`.
 /// `options_json`: NULL or a JSON object with `waitForRefresh`, `notify`,
-/// `strict` (booleans, default false).
+/// `strict` (booleans, default false) and `source` (default true; false:
+/// successes leave out `_source`, for a result a fraction of the size).
 ///
 /// `*out_result_json` always receives a string (release it with
 /// `kuzzle_free_result`): `{"successes":[...],"errors":[...]}` as soon as
 /// `documents_json` is a valid array, plus `"error":{...}` when whole
 /// requests failed; otherwise only `{"error":{...}}`.
 /// Every input document appears exactly once in `successes` or `errors`.
-/// A success is `{"_id","_version","_source","created"}`; `created` is
+/// A success is `{"_id","_version","_source","created"}` (no `_source` with
+/// `"source":false`); `created` is
 /// Kuzzle's when it sends one, else derived as `_version == 1`. With
 /// `strict`, documents Kuzzle stored beside rejected ones have `_version` and
 /// `created` null, and `_id` null when neither the caller nor `generateIds`

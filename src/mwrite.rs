@@ -181,16 +181,25 @@ impl Fragment {
         self.error(&String::from_utf8_lossy(&d), status, reason);
     }
 
-    /// One success; `version` is the number's JSON text.
-    fn success(&mut self, id: &str, version: Option<&str>, source: &str, created: Option<bool>) {
+    /// One success; `version` is the number's JSON text; no `source`: the
+    /// caller asked for none.
+    fn success(
+        &mut self,
+        id: &str,
+        version: Option<&str>,
+        source: Option<&str>,
+        created: Option<bool>,
+    ) {
         Self::open(&mut self.successes, &mut self.n_success);
         let s = &mut self.successes;
         s.push_str("{\"_id\":");
         s.push_str(id);
         s.push_str(",\"_version\":");
         s.push_str(version.unwrap_or("null"));
-        s.push_str(",\"_source\":");
-        s.push_str(source);
+        if let Some(source) = source {
+            s.push_str(",\"_source\":");
+            s.push_str(source);
+        }
         s.push_str(match created {
             Some(true) => ",\"created\":true}",
             Some(false) => ",\"created\":false}",
@@ -242,31 +251,34 @@ impl Fragment {
         }
     }
 
-    fn absorb(&mut self, other: Fragment) {
+    /// Appends `other`'s items, leaving it empty (its capacity kept).
+    fn absorb(&mut self, other: &mut Fragment) {
         for (mine, n, theirs, m) in [
             (
                 &mut self.successes,
                 &mut self.n_success,
-                other.successes,
-                other.n_success,
+                &mut other.successes,
+                &mut other.n_success,
             ),
             (
                 &mut self.errors,
                 &mut self.n_error,
-                other.errors,
-                other.n_error,
+                &mut other.errors,
+                &mut other.n_error,
             ),
         ] {
-            if m > 0 {
+            if *m > 0 {
                 if *n > 0 {
                     mine.push(',');
                 }
-                mine.push_str(&theirs);
-                *n += m;
+                mine.push_str(theirs);
+                *n += *m;
             }
+            theirs.clear();
+            *m = 0;
         }
         if self.failure.is_none() {
-            self.failure = other.failure;
+            self.failure = other.failure.take();
         }
     }
 }
@@ -282,17 +294,21 @@ struct Merge {
 }
 
 impl Merge {
-    fn add(&mut self, i: usize, frag: Fragment) {
+    /// Takes request `i`'s fragment; hands it back emptied, for reuse, when
+    /// it went in at once.
+    fn add(&mut self, i: usize, mut frag: Fragment) -> Option<Fragment> {
         if i != self.next {
-            return self.parked.push((i, frag));
+            self.parked.push((i, frag));
+            return None;
         }
-        self.all.absorb(frag);
+        self.all.absorb(&mut frag);
         self.next += 1;
         while let Some(p) = self.parked.iter().position(|(j, _)| *j == self.next) {
-            let (_, frag) = self.parked.swap_remove(p);
-            self.all.absorb(frag);
+            let (_, mut parked) = self.parked.swap_remove(p);
+            self.all.absorb(&mut parked);
             self.next += 1;
         }
+        Some(frag)
     }
 }
 
@@ -340,7 +356,7 @@ impl ErrorItem<'_> {
 /// into `out` (the generic serde decoder costs twice as much on this, the
 /// largest thing the library parses). `false`, with `out` untouched, for
 /// anything else: the generic decoder then tells what it is.
-fn fast_record(reply: &Reply, out: &mut Fragment) -> bool {
+fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool) -> bool {
     if reply.http >= 400 {
         return false;
     }
@@ -355,7 +371,7 @@ fn fast_record(reply: &Reply, out: &mut Fragment) -> bool {
         .fields(|s, key| match key {
             "\"result\"" => {
                 results += 1;
-                read_result(s, out)
+                read_result(s, out, with_source)
             }
             "\"error\"" => {
                 error_null = s.raw()? == "null";
@@ -380,12 +396,12 @@ fn unexpected<T>(s: &Scanner) -> Parsed<T> {
 }
 
 /// `{"successes":[...],"errors":[...]}`, both required.
-fn read_result(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+fn read_result(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parsed<()> {
     let mut seen = [0; 2];
     s.fields(|s, key| match key {
         "\"successes\"" => {
             seen[0] += 1;
-            s.items(|s| read_success(s, out))
+            s.items(|s| read_success(s, out, with_source))
         }
         "\"errors\"" => {
             seen[1] += 1;
@@ -399,7 +415,7 @@ fn read_result(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
     Ok(())
 }
 
-fn read_success(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+fn read_success(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parsed<()> {
     let (mut id, mut source, mut version, mut created) = (None, None, None, None);
     s.fields(|s, key| {
         let slot = match key {
@@ -428,7 +444,7 @@ fn read_success(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
         Some("false") => Some(false),
         Some(_) => return unexpected(s),
     };
-    out.success(id, version, source, created);
+    out.success(id, version, with_source.then_some(source), created);
     Ok(())
 }
 
@@ -466,50 +482,95 @@ struct Job<'a> {
     /// `{"controller":...,"body":{"documents":[` for every request.
     head: String,
     strict: bool,
+    /// Successes echo each document's `_source` (option `source`).
+    with_source: bool,
     started: Instant,
 }
 
+/// A worker's buffers, kept from one request to the next: megabytes each
+/// for big requests, so reusing them saves copies and page faults.
+#[derive(Default)]
+struct Buffers {
+    raw: Vec<u8>,
+    packed: Vec<u8>,
+    /// `packed` holds the gzip of `raw`, and is what goes on the wire.
+    gzip: bool,
+    answer: Vec<u8>,
+    fragment: Fragment,
+}
+
+impl Buffers {
+    fn wire(&self) -> &[u8] {
+        if self.gzip {
+            &self.packed
+        } else {
+            &self.raw
+        }
+    }
+}
+
+/// What to do with a group after Kuzzle's answer.
+enum Next {
+    Done,
+    Split,
+    Retry,
+}
+
 impl Job<'_> {
-    fn build(&self, docs: &[&Doc]) -> Vec<u8> {
+    /// The request for `docs`, raw, into `raw`.
+    fn build(&self, docs: &[&Doc], raw: &mut Vec<u8>) {
         let len: usize = docs.iter().map(|d| d.wire_len() + 1).sum();
-        let mut raw = Vec::with_capacity(self.head.len() + len + 4);
+        raw.clear();
+        raw.reserve(self.head.len() + len + 4);
         raw.extend_from_slice(self.head.as_bytes());
         for (i, doc) in docs.iter().enumerate() {
             if i > 0 {
                 raw.push(b',');
             }
-            doc.write(&mut raw);
+            doc.write(raw);
         }
         raw.extend_from_slice(b"]}}");
-        raw
+    }
+
+    /// The request for `docs` as it goes on the wire, into `bufs`.
+    fn encode(&self, docs: &[&Doc], bufs: &mut Buffers) {
+        self.build(docs, &mut bufs.raw);
+        bufs.gzip = self.client.compression() == Compression::Gzip;
+        if bufs.gzip {
+            transport::gzip_into(&bufs.raw, &mut bufs.packed);
+        }
     }
 
     /// Writes one group of documents, splitting, retrying and reporting each
-    /// of them exactly once into `out`.
-    fn write(&self, mut docs: Vec<&Doc>, out: &mut Fragment) {
+    /// of them exactly once into `bufs.fragment`.
+    fn write(&self, mut docs: Vec<&Doc>, bufs: &mut Buffers) {
         let client = self.client;
         let max = client.config.max_request_bytes;
         let mut backoff = Backoff::new(&client.config, self.started);
-        let mut wire = None;
+        let mut encoded = false;
         loop {
             if docs.is_empty() {
                 return;
             }
-            let (body, gzip) = wire
-                .get_or_insert_with(|| transport::encode(self.build(&docs), client.compression()));
-            if body.len() > max {
+            if !encoded {
+                self.encode(&docs, bufs);
+                encoded = true;
+            }
+            let size = bufs.wire().len();
+            if size > max {
                 if docs.len() > 1 {
-                    return self.split(docs, out);
+                    return self.split(docs, bufs);
                 }
                 let reason = format!(
-                    "document too large: {} bytes on the wire, over maxRequestBytes ({max})",
-                    body.len()
+                    "document too large: {size} bytes on the wire, over maxRequestBytes ({max})"
                 );
-                return out.doc_error(docs[0], 413, &reason);
+                return bufs.fragment.doc_error(docs[0], 413, &reason);
             }
-            let reply = match client.send(body, *gzip) {
+            let answer = std::mem::take(&mut bufs.answer);
+            let reply = match client.send(bufs.wire(), bufs.gzip, answer) {
                 Ok(reply) => reply,
                 Err(error) => {
+                    let out = &mut bufs.fragment;
                     if !(retry::transient(&error) && backoff.wait()) {
                         return out.fail(&docs, error);
                     }
@@ -520,55 +581,71 @@ impl Job<'_> {
                             docs.into_iter().partition(|d| d.id.is_some());
                         out.fail(&doubtful, error);
                         docs = keep;
-                        wire = None;
+                        encoded = false;
                     }
                     continue;
                 }
             };
-            if fast_record(&reply, out) {
-                return;
-            }
-            match reply.decode::<MWriteResult>() {
-                Answer::Result(Some(result)) => return record(result, out),
-                Answer::Result(None) => {
-                    let e = Error::server(
-                        reply.http,
-                        Some("libkuzzle.bad_response"),
-                        "mWrite answer has no result",
-                    );
-                    return out.fail(&docs, e);
-                }
-                Answer::Error { error, details } => match error.http {
-                    413 if docs.len() > 1 => return self.split(docs, out),
-                    // Alone and still too large for this server: that
-                    // document's own rejection, the call goes on.
-                    413 => return out.doc_error(docs[0], 413, &error.message),
-                    http if retry::refused_for_now(http) => {
-                        if !backoff.wait() {
-                            return out.fail(&docs, error);
-                        }
-                    }
-                    400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
-                        return strict_partial(&docs, details, out);
-                    }
-                    _ => return out.fail(&docs, error),
-                },
+            let next = self.answer(&reply, &docs, &mut bufs.fragment, &mut backoff);
+            bufs.answer = reply.body;
+            bufs.answer.clear();
+            match next {
+                Next::Done => return,
+                Next::Split => return self.split(docs, bufs),
+                Next::Retry => {}
             }
         }
     }
 
-    fn split(&self, mut docs: Vec<&Doc>, out: &mut Fragment) {
+    /// Records Kuzzle's answer about `docs`, or says what to do instead.
+    fn answer(
+        &self,
+        reply: &Reply,
+        docs: &[&Doc],
+        out: &mut Fragment,
+        backoff: &mut Backoff,
+    ) -> Next {
+        if fast_record(reply, out, self.with_source) {
+            return Next::Done;
+        }
+        match reply.decode::<MWriteResult>() {
+            Answer::Result(Some(result)) => record(result, out, self.with_source),
+            Answer::Result(None) => {
+                let e = Error::server(
+                    reply.http,
+                    Some("libkuzzle.bad_response"),
+                    "mWrite answer has no result",
+                );
+                out.fail(docs, e);
+            }
+            Answer::Error { error, details } => match error.http {
+                413 if docs.len() > 1 => return Next::Split,
+                // Alone and still too large for this server: that
+                // document's own rejection, the call goes on.
+                413 => out.doc_error(docs[0], 413, &error.message),
+                http if retry::refused_for_now(http) && backoff.wait() => return Next::Retry,
+                400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
+                    strict_partial(docs, details, out, self.with_source);
+                }
+                _ => out.fail(docs, error),
+            },
+        }
+        Next::Done
+    }
+
+    fn split(&self, mut docs: Vec<&Doc>, bufs: &mut Buffers) {
         let second = docs.split_off(docs.len() / 2);
-        self.write(docs, out);
-        self.write(second, out);
+        self.write(docs, bufs);
+        self.write(second, bufs);
     }
 }
 
-fn record(result: MWriteResult, out: &mut Fragment) {
+fn record(result: MWriteResult, out: &mut Fragment, with_source: bool) {
     for s in &result.successes {
         let created = s.created.or(s.version.map(|v| v == 1));
         let version = s.version.map(|v| v.to_string());
-        out.success(s.id.get(), version.as_deref(), s.source.get(), created);
+        let source = with_source.then(|| s.source.get());
+        out.success(s.id.get(), version.as_deref(), source, created);
     }
     for e in &result.errors {
         e.push_to(out);
@@ -579,7 +656,12 @@ fn record(result: MWriteResult, out: &mut Fragment) {
 /// rejected ones, yet it stored the others. Match the rejected documents to
 /// ours (by `_id`, else by body) and report the rest as successes with what is
 /// known: no `_version` and no server-generated `_id`.
-fn strict_partial(docs: &[&Doc], details: Option<&RawValue>, out: &mut Fragment) {
+fn strict_partial(
+    docs: &[&Doc],
+    details: Option<&RawValue>,
+    out: &mut Fragment,
+    with_source: bool,
+) {
     let errors: Vec<ErrorItem> = details
         .and_then(|d| serde_json::from_str(d.get()).ok())
         .unwrap_or_default();
@@ -630,7 +712,8 @@ fn strict_partial(docs: &[&Doc], details: Option<&RawValue>, out: &mut Fragment)
                  this document may or may not have been written",
             );
         } else {
-            out.success(doc.id.as_deref().unwrap_or("null"), None, doc.body, None);
+            let source = with_source.then_some(doc.body);
+            out.success(doc.id.as_deref().unwrap_or("null"), None, source, None);
         }
     }
 }
@@ -653,7 +736,8 @@ fn plan(job: &Job, docs: &[Doc]) -> Vec<std::ops::Range<usize>> {
                 n += 1;
             }
             let refs: Vec<&Doc> = docs[..n].iter().collect();
-            let raw = job.build(&refs);
+            let mut raw = Vec::new();
+            job.build(&refs, &mut raw);
             let packed = transport::gzip(&raw).len().max(1);
             let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
             ((budget as f64) * ratio * 0.75) as usize
@@ -730,6 +814,7 @@ pub fn mwrite(
         client,
         head,
         strict: options.strict,
+        with_source: options.source,
         started: Instant::now(),
     };
 
@@ -741,7 +826,13 @@ pub fn mwrite(
     // The result is written in one buffer, sized for every success (Kuzzle
     // echoes each body), so it rarely grows; door rejections come first in
     // `errors`, as Kuzzle itself lists them.
-    let estimate: usize = docs.iter().map(|d| d.wire_len() + 48).sum();
+    let estimate: usize = docs
+        .iter()
+        .map(|d| match options.source {
+            true => d.wire_len() + 48,
+            false => d.id.as_ref().map_or(20, |id| id.len()) + 52,
+        })
+        .sum();
     let mut all = Fragment {
         successes: String::with_capacity(estimate + 64),
         ..door
@@ -753,12 +844,18 @@ pub fn mwrite(
         parked: Vec::new(),
     });
     let next = AtomicUsize::new(0);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(range) = ranges.get(i) else { return };
-        let mut frag = Fragment::default();
-        job.write(docs[range.clone()].iter().collect(), &mut frag);
-        merge.lock().unwrap_or_else(|p| p.into_inner()).add(i, frag);
+    let work = || {
+        let mut bufs = Buffers::default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(range) = ranges.get(i) else { return };
+            job.write(docs[range.clone()].iter().collect(), &mut bufs);
+            let frag = std::mem::take(&mut bufs.fragment);
+            let spent = merge.lock().unwrap_or_else(|p| p.into_inner()).add(i, frag);
+            if let Some(spent) = spent {
+                bufs.fragment = spent;
+            }
+        }
     };
     let workers = client.config.concurrency.min(ranges.len());
     std::thread::scope(|s| {

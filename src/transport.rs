@@ -139,6 +139,18 @@ impl Transport {
     /// Posts one Kuzzle request (a JSON object, possibly gzip-encoded) to
     /// `/_query`. `Err` only when no complete HTTP answer came.
     pub fn post_query(&self, body: &[u8], gzip: bool, token: Option<&str>) -> Result<Reply> {
+        self.post_query_into(body, gzip, token, Vec::new())
+    }
+
+    /// `post_query`, reading the answer into `buffer` (emptied, capacity
+    /// reused).
+    pub fn post_query_into(
+        &self,
+        body: &[u8],
+        gzip: bool,
+        token: Option<&str>,
+        buffer: Vec<u8>,
+    ) -> Result<Reply> {
         let mut req = self
             .agent
             .post(&self.query_url)
@@ -151,7 +163,7 @@ impl Transport {
         }
         // A byte slice has a known size: ureq sends it with a Content-Length.
         let response = req.send(body).map_err(classify)?;
-        read_reply(response)
+        read_reply(response, buffer)
     }
 
     /// A GET on a path that needs no authentication (health probe).
@@ -161,11 +173,11 @@ impl Transport {
             .get(format!("{}{path}", self.base_url))
             .call()
             .map_err(classify)?;
-        read_reply(response)
+        read_reply(response, Vec::new())
     }
 }
 
-fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply> {
+fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut body: Vec<u8>) -> Result<Reply> {
     use std::io::Read;
     let http = response.status().as_u16();
     // Size the buffer from Content-Length (gzip: a typical ratio on top)
@@ -177,7 +189,8 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply> {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let length = response.body().content_length().unwrap_or(0);
     let hint = if gzipped { length * 8 } else { length }.min(MAX_HINT_BYTES);
-    let mut body = Vec::with_capacity(hint as usize + 1);
+    body.clear();
+    body.reserve(hint as usize + 1);
     response
         .body_mut()
         .with_config()
@@ -264,13 +277,19 @@ fn is_tls_io(io: &std::io::Error) -> bool {
 
 /// Compresses a request body.
 pub fn gzip(raw: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4 + 64),
-        flate2::Compression::new(GZIP_LEVEL),
-    );
+    let mut out = Vec::new();
+    gzip_into(raw, &mut out);
+    out
+}
+
+/// Compresses a request body into `out` (emptied first).
+pub fn gzip_into(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(raw.len() / 4 + 64);
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(raw);
-    enc.finish().unwrap_or_default()
+    let _ = enc.finish();
 }
 
 /// The body to put on the wire for a raw JSON request body.

@@ -323,3 +323,31 @@ fn notify_reaches_a_websocket_subscriber() {
     let ids: Vec<&str> = words.next().unwrap_or("").split(',').collect();
     assert!(ids.iter().all(|id| id.starts_with("loud")), "{line}");
 }
+
+#[test]
+fn source_false_leaves_bodies_out_of_successes_but_stores_them() {
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "nosource");
+    let mut docs = sensor_docs(2_000, Some("n"));
+    docs.as_array_mut()
+        .unwrap()
+        .push(json!({"_id": "bad", "body": [1]}));
+    let (status, r) = h.mwrite(&index, "c", &docs, Some(json!({"source": false})));
+    assert_eq!(status, S::KUZZLE_PARTIAL, "{:.300}", r.to_string());
+    assert_eq!(arr_len(&r, "successes"), 2_000);
+    assert_eq!(arr_len(&r, "errors"), 1);
+    let first = &r["successes"][0];
+    assert_eq!(
+        first.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["_id", "_version", "created"]
+    );
+    assert_eq!(first["_id"], docs[0]["_id"]);
+    assert_eq!(first["_version"], 1);
+    // Rejections still show the document as given.
+    assert_eq!(r["errors"][0]["document"]["_id"], "bad");
+    assert_eq!(h.count(&index, "c"), 2_000);
+    let got = h.query_ok(json!({"controller":"document","action":"get","index":index,
+        "collection":"c","_id":docs[1]["_id"]}));
+    assert_eq!(got["_source"], docs[1]["body"]);
+}
