@@ -52,6 +52,18 @@ pub(crate) struct Scanner<'a> {
     pub pos: usize,
     /// Closing bytes of the containers open in `value`.
     closers: Vec<u8>,
+    /// What the hot paths (which return `Option`, cheap to pass around)
+    /// expected where they failed; they leave `pos` there.
+    expected: &'static str,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Flags the zero bytes of `x` (exact for the lowest one: all we use).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
 }
 
 impl<'a> Scanner<'a> {
@@ -61,6 +73,7 @@ impl<'a> Scanner<'a> {
             b: text.as_bytes(),
             pos: 0,
             closers: Vec::new(),
+            expected: "",
         }
     }
 
@@ -71,17 +84,37 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// Records a failure of a hot path at `at`.
+    #[cold]
+    fn fail<T>(&mut self, at: usize, expected: &'static str) -> Option<T> {
+        self.pos = at;
+        self.expected = expected;
+        None
+    }
+
+    /// The failure a hot path recorded.
+    #[cold]
+    fn failed<T>(&self) -> Parsed<T> {
+        self.err(self.expected)
+    }
+
     /// The text between two positions (both on character boundaries: they
     /// sit on ASCII structural bytes).
     pub fn slice(&self, from: usize, to: usize) -> &'a str {
         &self.text[from..to]
     }
 
+    #[inline(always)]
+    fn skip_ws(&self, mut i: usize) -> usize {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
     #[inline]
     pub fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = self.skip_ws(self.pos);
     }
 
     /// The next byte, after whitespace.
@@ -110,178 +143,186 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string starting at the current byte (a quote); returns its text with
-    /// the quotes.
+    /// Past the string whose opening quote is at `i`.
     #[inline]
-    pub fn string(&mut self) -> Parsed<&'a str> {
-        let start = self.pos;
-        if self.b.get(self.pos) != Some(&b'"') {
-            return self.err("a string");
-        }
-        self.pos += 1;
+    fn string_end(&mut self, mut i: usize) -> Option<usize> {
+        let b = self.b;
+        i += 1;
         loop {
-            self.plain_run();
-            match self.b.get(self.pos) {
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(self.slice(start, self.pos));
+            // Eight bytes at a time while none is special: most strings
+            // here are short keys and ids, done in one or two steps.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+                let special = zero_bytes(w ^ (ONES * b'"' as u64))
+                    | zero_bytes(w ^ (ONES * b'\\' as u64))
+                    | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+                if special != 0 {
+                    i += (special.trailing_zeros() / 8) as usize;
+                    break;
                 }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    match self.b.get(self.pos) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 1
-                        }
-                        Some(b'u') => {
-                            self.pos += 1;
-                            for _ in 0..4 {
-                                match self.b.get(self.pos) {
-                                    Some(h) if h.is_ascii_hexdigit() => self.pos += 1,
-                                    _ => return self.err("4 hex digits after \\u"),
-                                }
+                i += 8;
+            }
+            while i < b.len() && PLAIN[b[i] as usize] {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(b'"') => return Some(i + 1),
+                Some(b'\\') => match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        for k in i + 2..i + 6 {
+                            match b.get(k) {
+                                Some(h) if h.is_ascii_hexdigit() => {}
+                                _ => return self.fail(k, "4 hex digits after \\u"),
                             }
                         }
-                        _ => return self.err("an escape sequence"),
+                        i += 6;
                     }
-                }
-                Some(_) => return self.err("an escaped control character"),
-                None => return self.err("a closing quote"),
+                    _ => return self.fail(i + 1, "an escape sequence"),
+                },
+                Some(_) => return self.fail(i, "an escaped control character"),
+                None => return self.fail(i, "a closing quote"),
             }
         }
     }
 
-    /// Moves past the bytes a string holds as they are: eight at a time
-    /// while none is special (most strings here are short keys and ids).
+    #[inline(always)]
+    fn digits(&self, mut i: usize) -> usize {
+        while i < self.b.len() && self.b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    }
+
+    /// Past the number starting at `i`.
     #[inline]
-    fn plain_run(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        // Flags a zero byte (exact for the lowest one, which is all we use).
-        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-        while let Some(chunk) = self.b.get(self.pos..self.pos + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            let special = zero(w ^ (ONES * b'"' as u64))
-                | zero(w ^ (ONES * b'\\' as u64))
-                | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-            if special != 0 {
-                self.pos += (special.trailing_zeros() / 8) as usize;
-                return;
+    fn number_end(&mut self, mut i: usize) -> Option<usize> {
+        let b = self.b;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = self.digits(i + 1),
+            _ => return self.fail(i, "a digit"),
+        }
+        if b.get(i) == Some(&b'.') {
+            let end = self.digits(i + 1);
+            if end == i + 1 {
+                return self.fail(end, "a digit after the decimal point");
             }
-            self.pos += 8;
+            i = end;
         }
-        while self.pos < self.b.len() && PLAIN[self.b[self.pos] as usize] {
-            self.pos += 1;
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            let end = self.digits(i);
+            if end == i {
+                return self.fail(end, "a digit in the exponent");
+            }
+            i = end;
         }
+        Some(i)
     }
 
-    fn digits(&mut self) -> usize {
-        let start = self.pos;
-        while self.pos < self.b.len() && self.b[self.pos].is_ascii_digit() {
-            self.pos += 1;
+    /// From `i` (before a key): the key's start and end, and where its
+    /// value starts (past `:` and whitespace).
+    #[inline(always)]
+    fn key_parts(&mut self, i: usize) -> Option<(usize, usize, usize)> {
+        let start = self.skip_ws(i);
+        if self.b.get(start) != Some(&b'"') {
+            return self.fail(start, "a string");
         }
-        self.pos - start
+        let end = self.string_end(start)?;
+        let colon = self.skip_ws(end);
+        if self.b.get(colon) != Some(&b':') {
+            return self.fail(colon, "':'");
+        }
+        Some((start, end, self.skip_ws(colon + 1)))
     }
 
-    fn number(&mut self) -> Parsed<()> {
-        if self.b.get(self.pos) == Some(&b'-') {
-            self.pos += 1;
-        }
-        match self.b.get(self.pos) {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return self.err("a digit"),
-        }
-        if self.b.get(self.pos) == Some(&b'.') {
-            self.pos += 1;
-            if self.digits() == 0 {
-                return self.err("a digit after the decimal point");
-            }
-        }
-        if let Some(b'e' | b'E') = self.b.get(self.pos) {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.b.get(self.pos) {
-                self.pos += 1;
-            }
-            if self.digits() == 0 {
-                return self.err("a digit in the exponent");
-            }
-        }
-        Ok(())
-    }
-
-    fn literal(&mut self, word: &'static str) -> Parsed<()> {
-        if self.b[self.pos..].starts_with(word.as_bytes()) {
-            self.pos += word.len();
-            Ok(())
-        } else {
-            self.err("a value")
-        }
+    #[inline]
+    fn key_end(&mut self, i: usize) -> Option<usize> {
+        self.key_parts(i).map(|(_, _, value)| value)
     }
 
     /// `"key":` inside an object, leaving the scanner before the value.
     #[inline]
     pub fn key(&mut self) -> Parsed<&'a str> {
-        self.ws();
-        let key = self.string()?;
-        self.eat(b':', "':'")?;
-        self.ws();
-        Ok(key)
+        match self.key_parts(self.pos) {
+            Some((start, end, value)) => {
+                self.pos = value;
+                Ok(self.slice(start, end))
+            }
+            None => self.failed(),
+        }
     }
 
     /// One complete value (after whitespace); returns its nesting depth:
     /// 0 for a scalar, 1 for `{}` or `[1]`, and so on.
     pub fn value(&mut self) -> Parsed<usize> {
+        match self.value_end(self.pos) {
+            Some((end, depth)) => {
+                self.pos = end;
+                Ok(depth)
+            }
+            None => self.failed(),
+        }
+    }
+
+    /// Past the value at `i` (after whitespace), and its depth. Iterative:
+    /// open containers are kept in `closers`, not on the stack.
+    fn value_end(&mut self, mut i: usize) -> Option<(usize, usize)> {
+        let b = self.b;
         let (mut depth, mut max) = (0usize, 0usize);
         self.closers.clear();
         loop {
             // A value is expected here.
-            match self.peek() {
-                Some(open @ (b'{' | b'[')) => {
-                    self.pos += 1;
+            i = self.skip_ws(i);
+            match b.get(i) {
+                Some(&open @ (b'{' | b'[')) => {
                     max = max.max(depth + 1);
                     let close = if open == b'{' { b'}' } else { b']' };
-                    if self.peek() == Some(close) {
-                        self.pos += 1;
+                    let j = self.skip_ws(i + 1);
+                    if b.get(j) == Some(&close) {
+                        i = j + 1;
                     } else {
                         self.closers.push(close);
                         depth += 1;
-                        if open == b'{' {
-                            self.key()?;
-                        }
+                        i = if open == b'{' { self.key_end(j)? } else { j };
                         continue;
                     }
                 }
-                Some(b'"') => {
-                    self.string()?;
-                }
-                Some(b'-' | b'0'..=b'9') => self.number()?,
-                Some(b't') => self.literal("true")?,
-                Some(b'f') => self.literal("false")?,
-                Some(b'n') => self.literal("null")?,
-                _ => return self.err("a value"),
+                Some(b'"') => i = self.string_end(i)?,
+                Some(b'-' | b'0'..=b'9') => i = self.number_end(i)?,
+                Some(b't') if b[i..].starts_with(b"true") => i += 4,
+                Some(b'f') if b[i..].starts_with(b"false") => i += 5,
+                Some(b'n') if b[i..].starts_with(b"null") => i += 4,
+                _ => return self.fail(i, "a value"),
             }
             // After a value: close what ends here, then the next one.
             loop {
                 let Some(&close) = self.closers.last() else {
-                    return Ok(max);
+                    return Some((i, max));
                 };
-                match self.peek() {
+                i = self.skip_ws(i);
+                match b.get(i) {
                     Some(b',') => {
-                        self.pos += 1;
+                        i += 1;
                         if close == b'}' {
-                            self.key()?;
+                            i = self.key_end(i)?;
                         }
                         break;
                     }
-                    Some(c) if c == close => {
-                        self.pos += 1;
+                    Some(&c) if c == close => {
+                        i += 1;
                         self.closers.pop();
                         depth -= 1;
                     }
-                    _ if close == b'}' => return self.err("',' or '}'"),
-                    _ => return self.err("',' or ']'"),
+                    _ if close == b'}' => return self.fail(i, "',' or '}'"),
+                    _ => return self.fail(i, "',' or ']'"),
                 }
             }
         }
@@ -342,6 +383,49 @@ impl<'a> Scanner<'a> {
                 _ => return self.err("',' or ']'"),
             }
         }
+    }
+
+    /// Moves past `known` if the text continues with exactly it. `known`
+    /// must be one complete JSON value validated before (a JSON value is
+    /// self-delimiting: equal bytes are that same valid value here too).
+    #[inline]
+    pub fn skip_known(&mut self, known: &str) -> bool {
+        let hit = self.b[self.pos..].starts_with(known.as_bytes());
+        if hit {
+            self.pos += known.len();
+        }
+        hit
+    }
+
+    /// Moves past `bytes` if the text continues with exactly them.
+    #[inline]
+    pub fn exact(&mut self, bytes: &[u8]) -> bool {
+        let hit = self.b[self.pos..].starts_with(bytes);
+        if hit {
+            self.pos += bytes.len();
+        }
+        hit
+    }
+
+    /// The string at the current byte, with its quotes; `None` (the scanner
+    /// left where it failed) if there is no valid string there.
+    #[inline]
+    pub fn string(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        if self.b.get(start) != Some(&b'"') {
+            return None;
+        }
+        let end = self.string_end(start)?;
+        self.pos = end;
+        Some(self.slice(start, end))
+    }
+
+    /// The run of ASCII digits at the current byte (maybe empty).
+    #[inline]
+    pub fn digit_run(&mut self) -> &'a str {
+        let start = self.pos;
+        self.pos = self.digits(start);
+        self.slice(start, self.pos)
     }
 
     /// Skips one value, returning its text.

@@ -66,6 +66,9 @@ fn check_item<'a>(
             "a document must be an object {\"_id\"?: string, \"body\": object}".into(),
         ));
     }
+    if let Some((id, body)) = usual_item(s) {
+        return Ok(doc(id, body, client));
+    }
     let (mut id, mut body, mut problem) = (None, None, None);
     s.members(|key, value, depth| {
         if problem.is_some() {
@@ -95,6 +98,39 @@ fn check_item<'a>(
         Some(problem) => Err(problem),
         None => doc(id, body, client),
     })
+}
+
+/// A document in the usual compact form, `{"_id":"…","body":{…}}` or
+/// `{"body":{…}}`: its `_id` and `body` (text and depth), read without the
+/// general member walk. `None`, the scanner back where it was, otherwise.
+#[allow(clippy::type_complexity)]
+fn usual_item<'a>(
+    s: &mut Scanner<'a>,
+) -> Option<(Option<(&'a str, usize)>, Option<(&'a str, usize)>)> {
+    let start = s.pos;
+    let mut read = || {
+        let id = if s.exact(b"{\"_id\":") {
+            let id = s.string()?;
+            if !s.exact(b",\"body\":") {
+                return None;
+            }
+            Some((id, 0))
+        } else if s.exact(b"{\"body\":") {
+            None
+        } else {
+            return None;
+        };
+        s.ws();
+        let from = s.pos;
+        let depth = s.value().ok()?;
+        let body = s.slice(from, s.pos);
+        s.exact(b"}").then_some((id, Some((body, depth))))
+    };
+    let found = read();
+    if found.is_none() {
+        s.pos = start;
+    }
+    found
 }
 
 /// The checks on a document's `_id` and `body` (each: text and depth).
@@ -356,7 +392,7 @@ impl ErrorItem<'_> {
 /// into `out` (the generic serde decoder costs twice as much on this, the
 /// largest thing the library parses). `false`, with `out` untouched, for
 /// anything else: the generic decoder then tells what it is.
-fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool) -> bool {
+fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[&Doc]) -> bool {
     if reply.http >= 400 {
         return false;
     }
@@ -371,7 +407,8 @@ fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool) -> bool {
         .fields(|s, key| match key {
             "\"result\"" => {
                 results += 1;
-                read_result(s, out, with_source)
+                let mut echo = Echo { docs, next: 0 };
+                read_result(s, out, with_source, &mut echo)
             }
             "\"error\"" => {
                 error_null = s.raw()? == "null";
@@ -396,12 +433,42 @@ fn unexpected<T>(s: &Scanner) -> Parsed<T> {
 }
 
 /// `{"successes":[...],"errors":[...]}`, both required.
-fn read_result(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parsed<()> {
+/// Kuzzle echoes each stored body as `_source`, in the order sent: most
+/// often byte for byte what we sent (compact JSON stays the same through
+/// JSON.parse and JSON.stringify). Such an echo is recognised by comparing
+/// bytes, far cheaper than scanning it; anything else is scanned.
+struct Echo<'d, 'a> {
+    docs: &'d [&'d Doc<'a>],
+    /// The document the next success most likely is.
+    next: usize,
+}
+
+impl Echo<'_, '_> {
+    fn source<'t>(&mut self, s: &mut Scanner<'t>) -> Parsed<&'t str> {
+        let start = s.pos;
+        // The expected document, or the one after it (Kuzzle rejected one).
+        let end = (self.next + 2).min(self.docs.len());
+        for k in self.next..end {
+            if s.skip_known(self.docs[k].body) {
+                self.next = k + 1;
+                return Ok(s.slice(start, s.pos));
+            }
+        }
+        s.raw()
+    }
+}
+
+fn read_result(
+    s: &mut Scanner,
+    out: &mut Fragment,
+    with_source: bool,
+    echo: &mut Echo,
+) -> Parsed<()> {
     let mut seen = [0; 2];
     s.fields(|s, key| match key {
         "\"successes\"" => {
             seen[0] += 1;
-            s.items(|s| read_success(s, out, with_source))
+            s.items(|s| read_success(s, out, with_source, echo))
         }
         "\"errors\"" => {
             seen[1] += 1;
@@ -415,7 +482,63 @@ fn read_result(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parsed
     Ok(())
 }
 
-fn read_success(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parsed<()> {
+/// Kuzzle's usual success item, exactly `{"_id":"…","_source":{…},
+/// "_version":N}` (JSON.stringify: no spaces, this key order), read with a
+/// few byte comparisons. `false`, the scanner back where it was, for any
+/// other form: `read_success` reads it then.
+fn read_usual_success(
+    s: &mut Scanner,
+    out: &mut Fragment,
+    with_source: bool,
+    echo: &mut Echo,
+) -> bool {
+    let start = s.pos;
+    let mut read = || {
+        if !s.exact(b"{\"_id\":") {
+            return None;
+        }
+        let id = s.string()?;
+        if !s.exact(b",\"_source\":") {
+            return None;
+        }
+        let source = echo.source(s).ok()?;
+        if !s.exact(b",\"_version\":") {
+            return None;
+        }
+        let version = s.digit_run();
+        if version.is_empty()
+            || version.len() > 19
+            || (version.len() > 1 && version.starts_with('0'))
+        {
+            return None;
+        }
+        if !s.exact(b"}") {
+            return None;
+        }
+        Some((id, source, version))
+    };
+    match read() {
+        Some((id, source, version)) => {
+            let source = with_source.then_some(source);
+            out.success(id, Some(version), source, Some(version == "1"));
+            true
+        }
+        None => {
+            s.pos = start;
+            false
+        }
+    }
+}
+
+fn read_success(
+    s: &mut Scanner,
+    out: &mut Fragment,
+    with_source: bool,
+    echo: &mut Echo,
+) -> Parsed<()> {
+    if read_usual_success(s, out, with_source, echo) {
+        return Ok(());
+    }
     let (mut id, mut source, mut version, mut created) = (None, None, None, None);
     s.fields(|s, key| {
         let slot = match key {
@@ -425,7 +548,11 @@ fn read_success(s: &mut Scanner, out: &mut Fragment, with_source: bool) -> Parse
             "\"created\"" => &mut created,
             _ => return s.value().map(drop),
         };
-        if slot.replace(s.raw()?).is_some() {
+        let value = match key {
+            "\"_source\"" => echo.source(s)?,
+            _ => s.raw()?,
+        };
+        if slot.replace(value).is_some() {
             return unexpected(s);
         }
         Ok(())
@@ -605,7 +732,7 @@ impl Job<'_> {
         out: &mut Fragment,
         backoff: &mut Backoff,
     ) -> Next {
-        if fast_record(reply, out, self.with_source) {
+        if fast_record(reply, out, self.with_source, docs) {
             return Next::Done;
         }
         match reply.decode::<MWriteResult>() {
@@ -885,4 +1012,94 @@ pub fn mwrite(
     };
     json.push('}');
     Ok(Outcome { status, json })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compact-form shortcut reads what the general walk reads, or
+    /// declines and leaves the scanner where it was.
+    #[test]
+    fn usual_item_agrees_with_the_member_walk() {
+        for text in [
+            r#"{"_id":"a","body":{"v":1}}"#,
+            r#"{"body":{"v":[1,{"w":2}]}}"#,
+            r#"{"body": {"v": 5}}"#,
+            r#"{"_id": "x", "body": {}}"#,
+            r#"{"_id":"a","body":{"v":1} }"#,
+            r#"{"_id":"a\"b","body":{}}"#,
+            r#"{"body":{},"_id":"late"}"#,
+            r#"{"_id":1,"body":{}}"#,
+            r#"{"body":[1]}"#,
+        ] {
+            let mut general = Vec::new();
+            Scanner::new(text)
+                .members(|k, v, d| {
+                    general.push((k, v, d));
+                    Ok(())
+                })
+                .unwrap();
+            let mut s = Scanner::new(text);
+            match usual_item(&mut s) {
+                Some((id, body)) => {
+                    assert_eq!(s.pos, text.len(), "{text}");
+                    let find = |name| general.iter().find(|m| m.0 == name).map(|m| (m.1, m.2));
+                    assert_eq!(id, find("\"_id\"").map(|(t, _)| (t, 0)), "{text}");
+                    assert_eq!(body, find("\"body\""), "{text}");
+                    assert_eq!(general.len(), 1 + id.is_some() as usize, "{text}");
+                }
+                None => assert_eq!(s.pos, 0, "{text}"),
+            }
+        }
+    }
+
+    /// Kuzzle's answer read by the fast path and by serde: same result.
+    #[test]
+    fn fast_answer_reading_agrees_with_serde() {
+        let bodies = [r#"{"v":1}"#, r#"{"w":[1,2]}"#, r#"{"x":"é"}"#];
+        let docs: Vec<Doc> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Doc {
+                id: Some(Cow::Owned(format!("\"d{i}\""))),
+                body: b,
+            })
+            .collect();
+        let refs: Vec<&Doc> = docs.iter().collect();
+        let answers = [
+            // usual: echoes equal to what was sent
+            r#"{"requestId":"r","status":200,"error":null,"result":{"successes":[{"_id":"d0","_source":{"v":1},"_version":1},{"_id":"d1","_source":{"w":[1,2]},"_version":3},{"_id":"d2","_source":{"x":"é"},"_version":12}],"errors":[]},"volatile":null}"#,
+            // echo reformatted, one rejected, other key orders, created given
+            r#"{"result":{"errors":[{"document":{"_id":"d1","body":{"w":[1,2]}},"status":400,"reason":"bad"}],"successes":[{"_version":2,"_id":"d0","_source":{ "v" : 1 },"created":false},{"_id":"d2","_source":{"x":"\u00e9"},"_version":1}]},"error":null}"#,
+        ];
+        for answer in answers {
+            let reply = Reply {
+                http: 200,
+                body: answer.as_bytes().to_vec(),
+            };
+            for with_source in [true, false] {
+                let mut fast = Fragment::default();
+                assert!(
+                    fast_record(&reply, &mut fast, with_source, &refs),
+                    "{answer}"
+                );
+                let mut slow = Fragment::default();
+                match reply.decode::<MWriteResult>() {
+                    Answer::Result(Some(result)) => record(result, &mut slow, with_source),
+                    _ => panic!("{answer}"),
+                }
+                assert_eq!(fast.successes, slow.successes);
+                assert_eq!(fast.errors, slow.errors);
+            }
+        }
+        // Not a plain success: left to the generic decoder, nothing written.
+        let mut out = Fragment::default();
+        let reply = Reply {
+            http: 200,
+            body: br#"{"error":{"id":"x","message":"y"},"result":{"successes":[{"_id":"d0","_source":{},"_version":1}],"errors":[]}}"#.to_vec(),
+        };
+        assert!(!fast_record(&reply, &mut out, true, &refs));
+        assert!(out.successes.is_empty() && out.n_success == 0);
+    }
 }

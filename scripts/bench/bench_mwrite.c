@@ -1,9 +1,9 @@
 /*
  * bench_mwrite: one kuzzle_mwrite of N generated documents through the C ABI,
  * timed; prints one JSON line with docs/s, client CPU per document (user+sys
- * of this process around the call) and peak RSS.
+ * of this process around the call, and user alone) and peak RSS.
  *
- *   bench_mwrite PORT INDEX N SHAPE CONFIG_JSON
+ *   bench_mwrite PORT INDEX N SHAPE CONFIG_JSON [OPTIONS_JSON]
  *   SHAPE: small (~80-byte sensor readings, client ids "gw1-00001234") or
  *          big (~2 KB documents, client ids; a "note" of words drawn from a
  *          64-word list by xorshift32, so it compresses like text, ~4x with
@@ -92,8 +92,8 @@ static long peak_rss_kb(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: bench_mwrite PORT INDEX N small|big CONFIG_JSON\n");
+  if (argc != 6 && argc != 7) {
+    fprintf(stderr, "usage: bench_mwrite PORT INDEX N small|big CONFIG_JSON [OPTIONS_JSON]\n");
     return 2;
   }
   int port = atoi(argv[1]);
@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
   long rss_before = peak_rss_kb();
   double c0 = cpu(), t0 = now(), u0 = cpu_user;
   char *result = NULL;
-  kuzzle_status st = kuzzle_mwrite(client, index, "c", docs, NULL, &result);
+  kuzzle_status st = kuzzle_mwrite(client, index, "c", docs, argc == 7 ? argv[6] : NULL, &result);
   double t1 = now(), c1 = cpu(), u1 = cpu_user;
   /* Count successes without a JSON parser: each one starts with {"_id": */
   long ok = 0;
