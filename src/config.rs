@@ -72,7 +72,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             credentials: Credentials::Anonymous,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_documents_per_request: 5_000,
+            max_documents_per_request: 2_000,
             // What "auto" gives for the default host (localhost).
             compression: Compression::None,
             concurrency: 8,

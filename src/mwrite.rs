@@ -153,7 +153,8 @@ fn doc<'a>(
     let id = match id.map(|(text, _)| text) {
         None | Some("null") | Some("\"\"") => None,
         Some(text) if text.starts_with('"') => {
-            let decoded_len = if text.contains('\\') {
+            // Escapes only shorten a string: decode only when it matters.
+            let decoded_len = if text.len() - 2 > MAX_ID_BYTES && text.contains('\\') {
                 serde_json::from_str::<String>(text).map_or(usize::MAX, |s| s.len())
             } else {
                 text.len() - 2

@@ -230,7 +230,7 @@ def lib_configs(quick):
     return [
         ("default", {}),
         ("none c4 m5000", dict(n, concurrency=4, maxDocumentsPerRequest=5000)),
-        ("none c8 m2000", dict(n, concurrency=8, maxDocumentsPerRequest=2000)),
+        ("none c8 m5000", dict(n, concurrency=8, maxDocumentsPerRequest=5000)),
         ("none c8 m10000", dict(n, concurrency=8, maxDocumentsPerRequest=10000)),
         ("gzip c1 m5000", dict(g, concurrency=1, maxDocumentsPerRequest=5000)),
         ("gzip c8 m5000", dict(g, concurrency=8, maxDocumentsPerRequest=5000)),
