@@ -13,9 +13,10 @@ use std::io::Write;
 const MAX_RESPONSE_BYTES: u64 = 4 << 30;
 /// The most reserved up front for an answer, whatever its headers claim.
 const MAX_HINT_BYTES: u64 = 64 << 20;
-/// gzip level: 1–3 keep compression cheap next to JSON scanning while still
-/// shrinking sensor-like JSON 5–10x.
-const GZIP_LEVEL: u32 = 3;
+/// gzip level 1: sensor JSON still shrinks ~6x (level 3: ~9x) for 40% of
+/// level 3's CPU, and a gateway's CPU is scarcer than its uplink (see
+/// BENCHMARKS.md: 100,000 readings are ~1.4 MB at level 1).
+const GZIP_LEVEL: u32 = 1;
 
 /// Kuzzle's answer: the raw bytes and the HTTP status.
 pub struct Reply {
