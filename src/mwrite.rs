@@ -314,8 +314,9 @@ impl Fragment {
             theirs.clear();
             *m = 0;
         }
+        let failure = other.failure.take();
         if self.failure.is_none() {
-            self.failure = other.failure.take();
+            self.failure = failure;
         }
     }
 }
@@ -401,7 +402,7 @@ fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[&Do
         return false;
     };
     let mark = out.mark();
-    let (mut results, mut error_null) = (0, true);
+    let (mut results, mut error_null, mut seen_error) = (0, true, false);
     let mut s = Scanner::new(text);
     s.ws();
     let parsed = s
@@ -412,7 +413,10 @@ fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[&Do
                 read_result(s, out, with_source, &mut echo)
             }
             "\"error\"" => {
-                error_null = s.raw()? == "null";
+                // A repeated key is left to the generic decoder to refuse.
+                let value = s.raw()?;
+                error_null = error_null && !seen_error && value == "null";
+                seen_error = true;
                 Ok(())
             }
             _ => s.value().map(drop),
@@ -733,11 +737,16 @@ impl Job<'_> {
         out: &mut Fragment,
         backoff: &mut Backoff,
     ) -> Next {
+        let mark = out.mark();
         if fast_record(reply, out, self.with_source, docs) {
+            check_count(docs, mark, out);
             return Next::Done;
         }
         match reply.decode::<MWriteResult>() {
-            Answer::Result(Some(result)) => record(result, out, self.with_source),
+            Answer::Result(Some(result)) => {
+                record(result, out, self.with_source);
+                check_count(docs, mark, out);
+            }
             Answer::Result(None) => {
                 let e = Error::server(
                     reply.http,
@@ -765,6 +774,27 @@ impl Job<'_> {
         let second = docs.split_off(docs.len() / 2);
         self.write(docs, bufs);
         self.write(second, bufs);
+    }
+}
+
+/// Kuzzle lists one item per document sent. An answer that lists more or
+/// fewer cannot be matched to the documents: all of them are then reported
+/// as failed, in doubt, so that each still appears exactly once.
+fn check_count(docs: &[&Doc], mark: [usize; 4], out: &mut Fragment) {
+    let listed = out.n_success + out.n_error - mark[1] - mark[3];
+    if listed != docs.len() {
+        out.rollback(mark);
+        let mut e = Error::server(
+            502,
+            Some("libkuzzle.bad_response"),
+            format!(
+                "Kuzzle's answer lists {listed} results for {} documents: \
+                 they may or may not have been written",
+                docs.len()
+            ),
+        );
+        e.in_doubt = true;
+        out.fail(docs, e);
     }
 }
 
@@ -1094,6 +1124,26 @@ mod tests {
                 assert_eq!(fast.errors, slow.errors);
             }
         }
+        // An answer that lists fewer results than documents sent: every
+        // document is reported failed, none twice, none lost.
+        let reply = Reply {
+            http: 200,
+            body: br#"{"error":null,"result":{"successes":[{"_id":"d0","_source":{"v":1},"_version":1}],"errors":[]}}"#.to_vec(),
+        };
+        let mut out = Fragment::default();
+        let mark = out.mark();
+        assert!(fast_record(&reply, &mut out, true, &refs));
+        check_count(&refs, mark, &mut out);
+        assert_eq!((out.n_success, out.n_error), (0, 3));
+        assert!(out.errors.contains("lists 1 results for 3 documents"));
+        assert!(out.failure.is_some());
+        // A repeated "error" key is not a plain success.
+        let reply = Reply {
+            http: 200,
+            body: br#"{"error":{"id":"x"},"error":null,"result":{"successes":[],"errors":[]}}"#
+                .to_vec(),
+        };
+        assert!(!fast_record(&reply, &mut Fragment::default(), true, &refs));
         // Not a plain success: left to the generic decoder, nothing written.
         let mut out = Fragment::default();
         let reply = Reply {

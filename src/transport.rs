@@ -13,10 +13,11 @@ use std::io::Write;
 const MAX_RESPONSE_BYTES: u64 = 4 << 30;
 /// The most reserved up front for an answer, whatever its headers claim.
 const MAX_HINT_BYTES: u64 = 64 << 20;
-/// gzip level 1: sensor JSON still shrinks ~6x (level 3: ~9x) for 40% of
-/// level 3's CPU, and a gateway's CPU is scarcer than its uplink (see
-/// BENCHMARKS.md: 100,000 readings are ~1.4 MB at level 1).
-const GZIP_LEVEL: u32 = 1;
+/// gzip level 2: with zlib-rs, sensor JSON shrinks ~6.8x (level 3: ~8.9x)
+/// at 1.3x level 3's speed, text 3.8x (3.9x) at 1.4x; level 1 is zlib-rs's
+/// "quick" strategy, faster still but 2.7x on text, which costs more on a
+/// slow uplink than it saves (BENCHMARKS.md).
+const GZIP_LEVEL: u32 = 2;
 
 /// Kuzzle's answer: the raw bytes and the HTTP status.
 pub struct Reply {
@@ -181,15 +182,15 @@ impl Transport {
 fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut body: Vec<u8>) -> Result<Reply> {
     use std::io::Read;
     let http = response.status().as_u16();
-    // Size the buffer from Content-Length (gzip: a typical ratio on top)
-    // rather than let it double its way up: every doubling is a copy and
-    // fresh pages to fault in, for answers of megabytes.
-    let gzipped = response
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let length = response.body().content_length().unwrap_or(0);
-    let hint = if gzipped { length * 8 } else { length }.min(MAX_HINT_BYTES);
+    // Size the buffer from Content-Length rather than let it double its way
+    // up: every doubling is a copy and fresh pages to fault in, for answers
+    // of megabytes. (ureq gives no length while it inflates gzip: the
+    // recycled buffer's capacity serves then.)
+    let hint = response
+        .body()
+        .content_length()
+        .unwrap_or(0)
+        .min(MAX_HINT_BYTES);
     body.clear();
     body.reserve(hint as usize + 1);
     response
