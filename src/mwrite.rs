@@ -100,13 +100,13 @@ fn check_item<'a>(
     })
 }
 
+/// A document's `_id` or `body`, if given: its JSON text and nesting depth.
+type Member<'a> = Option<(&'a str, usize)>;
+
 /// A document in the usual compact form, `{"_id":"…","body":{…}}` or
 /// `{"body":{…}}`: its `_id` and `body` (text and depth), read without the
 /// general member walk. `None`, the scanner back where it was, otherwise.
-#[allow(clippy::type_complexity)]
-fn usual_item<'a>(
-    s: &mut Scanner<'a>,
-) -> Option<(Option<(&'a str, usize)>, Option<(&'a str, usize)>)> {
+fn usual_item<'a>(s: &mut Scanner<'a>) -> Option<(Member<'a>, Member<'a>)> {
     let start = s.pos;
     let mut read = || {
         let id = if s.exact(b"{\"_id\":") {
@@ -135,8 +135,8 @@ fn usual_item<'a>(
 
 /// The checks on a document's `_id` and `body` (each: text and depth).
 fn doc<'a>(
-    id: Option<(&'a str, usize)>,
-    body: Option<(&'a str, usize)>,
+    id: Member<'a>,
+    body: Member<'a>,
     client: &Client,
 ) -> std::result::Result<Doc<'a>, String> {
     let body = match body {
