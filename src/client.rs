@@ -191,8 +191,8 @@ impl Client {
     }
 
     /// Sends one raw Kuzzle request, already encoded for the wire, with the
-    /// current token; logs in again once if the token was refused.
-    /// Posts `wire`; the answer is read into `buffer` (capacity reused).
+    /// current token; logs in again once if the token was refused. The
+    /// answer is read into `buffer` (its capacity reused).
     pub fn send(&self, wire: &[u8], gzip: bool, buffer: Vec<u8>) -> Result<Reply> {
         let token = self.token()?;
         let reply = self

@@ -390,11 +390,7 @@ impl<'a> Scanner<'a> {
     /// self-delimiting: equal bytes are that same valid value here too).
     #[inline]
     pub fn skip_known(&mut self, known: &str) -> bool {
-        let hit = self.b[self.pos..].starts_with(known.as_bytes());
-        if hit {
-            self.pos += known.len();
-        }
-        hit
+        self.exact(known.as_bytes())
     }
 
     /// Moves past `bytes` if the text continues with exactly them.

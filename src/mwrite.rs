@@ -219,7 +219,8 @@ impl Fragment {
     }
 
     /// One success; `version` is the number's JSON text; no `source`: the
-    /// caller asked for none.
+    /// caller asked for none. Without Kuzzle's `created` (2.56 sends none),
+    /// it is derived as `_version == 1`.
     fn success(
         &mut self,
         id: &str,
@@ -237,7 +238,7 @@ impl Fragment {
             s.push_str(",\"_source\":");
             s.push_str(source);
         }
-        s.push_str(match created {
+        s.push_str(match created.or(version.map(|v| v == "1")) {
             Some(true) => ",\"created\":true}",
             Some(false) => ",\"created\":false}",
             None => ",\"created\":null}",
@@ -245,20 +246,25 @@ impl Fragment {
     }
 
     /// Where the fragment stands, to undo what follows with `rollback`.
-    fn mark(&self) -> [usize; 4] {
-        [
-            self.successes.len(),
-            self.n_success,
-            self.errors.len(),
-            self.n_error,
-        ]
+    fn mark(&self) -> Mark {
+        Mark {
+            successes: self.successes.len(),
+            n_success: self.n_success,
+            errors: self.errors.len(),
+            n_error: self.n_error,
+        }
     }
 
-    fn rollback(&mut self, [s, ns, e, ne]: [usize; 4]) {
-        self.successes.truncate(s);
-        self.n_success = ns;
-        self.errors.truncate(e);
-        self.n_error = ne;
+    fn rollback(&mut self, mark: Mark) {
+        self.successes.truncate(mark.successes);
+        self.n_success = mark.n_success;
+        self.errors.truncate(mark.errors);
+        self.n_error = mark.n_error;
+    }
+
+    /// Items written since `mark`.
+    fn items_since(&self, mark: &Mark) -> usize {
+        self.n_success + self.n_error - mark.n_success - mark.n_error
     }
 
     /// One of Kuzzle's per-document errors.
@@ -319,6 +325,14 @@ impl Fragment {
             self.failure = failure;
         }
     }
+}
+
+/// A fragment's lengths and counts at one moment.
+struct Mark {
+    successes: usize,
+    n_success: usize,
+    errors: usize,
+    n_error: usize,
 }
 
 /// Puts the requests' fragments into the result in input order as they
@@ -437,7 +451,6 @@ fn unexpected<T>(s: &Scanner) -> Parsed<T> {
     })
 }
 
-/// `{"successes":[...],"errors":[...]}`, both required.
 /// Kuzzle echoes each stored body as `_source`, in the order sent: most
 /// often byte for byte what we sent (compact JSON stays the same through
 /// JSON.parse and JSON.stringify). Such an echo is recognised by comparing
@@ -463,6 +476,7 @@ impl Echo<'_, '_> {
     }
 }
 
+/// `{"successes":[...],"errors":[...]}`, both required.
 fn read_result(
     s: &mut Scanner,
     out: &mut Fragment,
@@ -525,7 +539,7 @@ fn read_usual_success(
     match read() {
         Some((id, source, version)) => {
             let source = with_source.then_some(source);
-            out.success(id, Some(version), source, Some(version == "1"));
+            out.success(id, Some(version), source, None);
             true
         }
         None => {
@@ -544,23 +558,10 @@ fn read_success(
     if read_usual_success(s, out, with_source, echo) {
         return Ok(());
     }
-    let (mut id, mut source, mut version, mut created) = (None, None, None, None);
-    s.fields(|s, key| {
-        let slot = match key {
-            "\"_id\"" => &mut id,
-            "\"_source\"" => &mut source,
-            "\"_version\"" => &mut version,
-            "\"created\"" => &mut created,
-            _ => return s.value().map(drop),
-        };
-        let value = match key {
-            "\"_source\"" => echo.source(s)?,
-            _ => s.raw()?,
-        };
-        if slot.replace(value).is_some() {
-            return unexpected(s);
-        }
-        Ok(())
+    let keys = ["\"_id\"", "\"_source\"", "\"_version\"", "\"created\""];
+    let [id, source, version, created] = known_fields(s, keys, |s, k| match k {
+        1 => echo.source(s),
+        _ => s.raw(),
     })?;
     let (Some(id), Some(source)) = (id, source) else {
         return unexpected(s);
@@ -571,7 +572,7 @@ fn read_success(
         Some(_) => return unexpected(s),
     };
     let created = match created {
-        None | Some("null") => version.map(|v| v == "1"),
+        None | Some("null") => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(_) => return unexpected(s),
@@ -580,20 +581,30 @@ fn read_success(
     Ok(())
 }
 
-fn read_error(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
-    let (mut document, mut status, mut reason) = (None, None, None);
+/// The values of `keys` (with their quotes) in the object at the scanner,
+/// each read by `value(scanner, index of its key)`; other keys are skipped,
+/// a repeated one is not what the fast path reads.
+fn known_fields<'t, const N: usize>(
+    s: &mut Scanner<'t>,
+    keys: [&str; N],
+    mut value: impl FnMut(&mut Scanner<'t>, usize) -> Parsed<&'t str>,
+) -> Parsed<[Option<&'t str>; N]> {
+    let mut found = [None; N];
     s.fields(|s, key| {
-        let slot = match key {
-            "\"document\"" => &mut document,
-            "\"status\"" => &mut status,
-            "\"reason\"" => &mut reason,
-            _ => return s.value().map(drop),
+        let Some(k) = keys.iter().position(|&name| name == key) else {
+            return s.value().map(drop);
         };
-        if slot.replace(s.raw()?).is_some() {
+        if found[k].replace(value(s, k)?).is_some() {
             return unexpected(s);
         }
         Ok(())
     })?;
+    Ok(found)
+}
+
+fn read_error(s: &mut Scanner, out: &mut Fragment) -> Parsed<()> {
+    let keys = ["\"document\"", "\"status\"", "\"reason\""];
+    let [document, status, reason] = known_fields(s, keys, |s, _| s.raw())?;
     let Some(document) = document else {
         return unexpected(s);
     };
@@ -780,8 +791,8 @@ impl Job<'_> {
 /// Kuzzle lists one item per document sent. An answer that lists more or
 /// fewer cannot be matched to the documents: all of them are then reported
 /// as failed, in doubt, so that each still appears exactly once.
-fn check_count(docs: &[&Doc], mark: [usize; 4], out: &mut Fragment) {
-    let listed = out.n_success + out.n_error - mark[1] - mark[3];
+fn check_count(docs: &[&Doc], mark: Mark, out: &mut Fragment) {
+    let listed = out.items_since(&mark);
     if listed != docs.len() {
         out.rollback(mark);
         let mut e = Error::server(
@@ -800,10 +811,9 @@ fn check_count(docs: &[&Doc], mark: [usize; 4], out: &mut Fragment) {
 
 fn record(result: MWriteResult, out: &mut Fragment, with_source: bool) {
     for s in &result.successes {
-        let created = s.created.or(s.version.map(|v| v == 1));
         let version = s.version.map(|v| v.to_string());
         let source = with_source.then(|| s.source.get());
-        out.success(s.id.get(), version.as_deref(), source, created);
+        out.success(s.id.get(), version.as_deref(), source, s.created);
     }
     for e in &result.errors {
         e.push_to(out);
