@@ -208,7 +208,7 @@ impl Client {
                         wire,
                         gzip,
                         token.as_deref(),
-                        reply.body,
+                        reply.into_buffer(),
                     );
                 }
             }

@@ -63,13 +63,23 @@ unsafe fn arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Error> {
 /// Hands a string to C. JSON text never holds a NUL byte (control
 /// characters are escaped), so the fallback is only a safety net.
 fn to_c(s: String) -> *mut c_char {
-    match CString::new(s) {
-        Ok(c) => c.into_raw(),
-        Err(e) => {
-            let clean: Vec<u8> = e.into_vec().into_iter().filter(|&b| b != 0).collect();
-            CString::new(clean).map_or(ptr::null_mut(), CString::into_raw)
-        }
+    if !has_nul(s.as_bytes()) {
+        // SAFETY: just checked: no NUL byte. (`CString::new` checks with a
+        // byte-at-a-time search: a tenth of the library's own time on a
+        // bulk write's result of megabytes.)
+        return unsafe { CString::from_vec_unchecked(s.into_bytes()) }.into_raw();
     }
+    let clean: Vec<u8> = s.into_bytes().into_iter().filter(|&b| b != 0).collect();
+    CString::new(clean).map_or(ptr::null_mut(), CString::into_raw)
+}
+
+/// Whether `bytes` holds a 0, in blocks the compiler turns into SIMD.
+fn has_nul(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    let found = blocks
+        .by_ref()
+        .any(|block| block.iter().fold(false, |nul, &b| nul | (b == 0)));
+    found || blocks.remainder().contains(&0)
 }
 
 /// Stores `s` in `*out` when `out` is not NULL.
@@ -309,4 +319,26 @@ pub extern "C" fn kuzzle_status_str(status: c_int) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn kuzzle_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_found_anywhere() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            let text = vec![b'a'; len];
+            assert!(!has_nul(&text));
+            for at in 0..len {
+                let mut t = text.clone();
+                t[at] = 0;
+                assert!(has_nul(&t), "len {len}, NUL at {at}");
+            }
+        }
+        let c = to_c("a\0b".into());
+        // SAFETY: from to_c, released once.
+        let back = unsafe { CString::from_raw(c) };
+        assert_eq!(back.as_bytes(), b"ab");
+    }
 }

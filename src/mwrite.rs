@@ -412,7 +412,7 @@ fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[&Do
     if reply.http >= 400 {
         return false;
     }
-    let Ok(text) = std::str::from_utf8(&reply.body) else {
+    let Ok(text) = std::str::from_utf8(reply.body()) else {
         return false;
     };
     let mark = out.mark();
@@ -730,8 +730,7 @@ impl Job<'_> {
                 }
             };
             let next = self.answer(&reply, &docs, &mut bufs.fragment, &mut backoff);
-            bufs.answer = reply.body;
-            bufs.answer.clear();
+            bufs.answer = reply.into_buffer();
             match next {
                 Next::Done => return,
                 Next::Split => return self.split(docs, bufs),
@@ -1115,10 +1114,7 @@ mod tests {
             r#"{"result":{"errors":[{"document":{"_id":"d1","body":{"w":[1,2]}},"status":400,"reason":"bad"}],"successes":[{"_version":2,"_id":"d0","_source":{ "v" : 1 },"created":false},{"_id":"d2","_source":{"x":"\u00e9"},"_version":1}]},"error":null}"#,
         ];
         for answer in answers {
-            let reply = Reply {
-                http: 200,
-                body: answer.as_bytes().to_vec(),
-            };
+            let reply = Reply::new(200, answer.as_bytes().to_vec());
             for with_source in [true, false] {
                 let mut fast = Fragment::default();
                 assert!(
@@ -1136,10 +1132,7 @@ mod tests {
         }
         // An answer that lists fewer results than documents sent: every
         // document is reported failed, none twice, none lost.
-        let reply = Reply {
-            http: 200,
-            body: br#"{"error":null,"result":{"successes":[{"_id":"d0","_source":{"v":1},"_version":1}],"errors":[]}}"#.to_vec(),
-        };
+        let reply = Reply::new(200, br#"{"error":null,"result":{"successes":[{"_id":"d0","_source":{"v":1},"_version":1}],"errors":[]}}"#.to_vec());
         let mut out = Fragment::default();
         let mark = out.mark();
         assert!(fast_record(&reply, &mut out, true, &refs));
@@ -1148,18 +1141,14 @@ mod tests {
         assert!(out.errors.contains("lists 1 results for 3 documents"));
         assert!(out.failure.is_some());
         // A repeated "error" key is not a plain success.
-        let reply = Reply {
-            http: 200,
-            body: br#"{"error":{"id":"x"},"error":null,"result":{"successes":[],"errors":[]}}"#
-                .to_vec(),
-        };
+        let reply = Reply::new(
+            200,
+            br#"{"error":{"id":"x"},"error":null,"result":{"successes":[],"errors":[]}}"#.to_vec(),
+        );
         assert!(!fast_record(&reply, &mut Fragment::default(), true, &refs));
         // Not a plain success: left to the generic decoder, nothing written.
         let mut out = Fragment::default();
-        let reply = Reply {
-            http: 200,
-            body: br#"{"error":{"id":"x","message":"y"},"result":{"successes":[{"_id":"d0","_source":{},"_version":1}],"errors":[]}}"#.to_vec(),
-        };
+        let reply = Reply::new(200, br#"{"error":{"id":"x","message":"y"},"result":{"successes":[{"_id":"d0","_source":{},"_version":1}],"errors":[]}}"#.to_vec());
         assert!(!fast_record(&reply, &mut out, true, &refs));
         assert!(out.successes.is_empty() && out.n_success == 0);
     }

@@ -8,11 +8,17 @@ use crate::error::{Error, Result, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 
 /// Responses echo every document: allow large ones, but not unbounded.
 const MAX_RESPONSE_BYTES: u64 = 4 << 30;
 /// The most reserved up front for an answer, whatever its headers claim.
 const MAX_HINT_BYTES: u64 = 64 << 20;
+/// ureq's read and write buffers, per connection.
+const IO_BUFFER_BYTES: usize = 32 * 1024;
 /// gzip level 2: with zlib-rs, sensor JSON shrinks ~6.8x (level 3: ~8.9x)
 /// at 1.3x level 3's speed, text 3.8x (3.9x) at 1.4x; level 1 is zlib-rs's
 /// "quick" strategy, faster still but 2.7x on text, which costs more on a
@@ -22,7 +28,10 @@ const GZIP_LEVEL: u32 = 2;
 /// Kuzzle's answer: the raw bytes and the HTTP status.
 pub struct Reply {
     pub http: u16,
-    pub body: Vec<u8>,
+    /// The answer is `buf[..len]`; the rest is initialised spare room, kept
+    /// so that a recycled buffer is not zeroed again before each read.
+    buf: Vec<u8>,
+    len: usize,
 }
 
 /// The parts of Kuzzle's response envelope the library reads. A few errors
@@ -62,6 +71,24 @@ pub enum Answer<'a, T> {
 }
 
 impl Reply {
+    pub fn new(http: u16, body: Vec<u8>) -> Reply {
+        let len = body.len();
+        Reply {
+            http,
+            buf: body,
+            len,
+        }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The buffer, for the next read.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// Decodes Kuzzle's envelope with `result` as raw JSON.
     pub fn answer(&self) -> Answer<'_, &RawValue> {
         self.decode()
@@ -71,13 +98,13 @@ impl Reply {
     pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Answer<'a, T> {
         // Validate UTF-8 once for the whole body: borrowed raw values
         // parsed from a &str need no further check each.
-        let parsed = std::str::from_utf8(&self.body)
+        let parsed = std::str::from_utf8(self.body())
             .map_err(serde::de::Error::custom)
             .and_then(serde_json::from_str::<Envelope<T>>);
         let env: Envelope<T> = match parsed {
             Ok(env) => env,
             Err(e) => {
-                let text = String::from_utf8_lossy(&self.body);
+                let text = String::from_utf8_lossy(self.body());
                 let snippet: String = text.chars().take(200).collect();
                 return Answer::Error {
                     error: Error::server(
@@ -103,8 +130,74 @@ impl Reply {
     }
 }
 
+/// How long a host name's addresses are kept (libcurl's DNS cache default).
+const DNS_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// ureq's resolver starts a thread for every lookup (to bound it by the
+/// timeout), and Kuzzle closes every connection, so that would be a thread
+/// per request: a tenth of the client's CPU in a bulk write. An IP address
+/// needs no lookup, and a name is looked up once a minute at most, again at
+/// once after a failed request.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    lookup: DefaultResolver,
+    cache: Arc<DnsCache>,
+}
+
+/// The last name looked up: `host:port`, when, and its addresses.
+#[derive(Debug, Default)]
+struct DnsCache(Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>);
+
+impl DnsCache {
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        // `[::1]` keeps its brackets in a URI.
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, at, addrs)) = cache.as_ref() {
+            if *k == key && at.elapsed() < DNS_CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        // Not under the lock: a slow lookup must not hold up other threads.
+        drop(cache);
+        let addrs = self.lookup.resolve(uri, config, timeout)?;
+        cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        *cache = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 pub struct Transport {
     agent: ureq::Agent,
+    dns: Arc<DnsCache>,
     query_url: String,
     base_url: String,
 }
@@ -120,19 +213,31 @@ impl Transport {
             Compression::Gzip => ureq::config::AutoHeaderValue::Default,
             Compression::None => ureq::config::AutoHeaderValue::None,
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .accept_encoding(accept_encoding)
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(config.connect_timeout))
             .max_redirects(0)
+            // Kuzzle closes every connection after its answer, and ureq
+            // allocates and zeroes both buffers for each new connection:
+            // 2 x 128 KiB by default, more than a 2,000-document answer.
+            .input_buffer_size(IO_BUFFER_BYTES)
+            .output_buffer_size(IO_BUFFER_BYTES)
             .user_agent(concat!("libkuzzle/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            .build()
-            .into();
+            .build();
+        let resolver = CachingResolver::default();
+        let dns = resolver.cache.clone();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolver,
+        );
         let base_url = config.base_url();
         Ok(Transport {
             agent,
+            dns,
             query_url: format!("{base_url}/_query"),
             base_url,
         })
@@ -164,7 +269,7 @@ impl Transport {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         // A byte slice has a known size: ureq sends it with a Content-Length.
-        let response = req.send(body).map_err(classify)?;
+        let response = req.send(body).map_err(|e| self.failed(e))?;
         read_reply(response, buffer)
     }
 
@@ -174,37 +279,57 @@ impl Transport {
             .agent
             .get(format!("{}{path}", self.base_url))
             .call()
-            .map_err(classify)?;
+            .map_err(|e| self.failed(e))?;
         read_reply(response, Vec::new())
+    }
+
+    /// A request that got no answer: the next one looks the name up again,
+    /// in case Kuzzle moved.
+    fn failed(&self, e: ureq::Error) -> Error {
+        self.dns.forget();
+        classify(e)
     }
 }
 
-fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut body: Vec<u8>) -> Result<Reply> {
-    use std::io::Read;
+fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut buf: Vec<u8>) -> Result<Reply> {
+    use std::io::{ErrorKind, Read};
     let http = response.status().as_u16();
     // Size the buffer from Content-Length rather than let it double its way
     // up: every doubling is a copy and fresh pages to fault in, for answers
     // of megabytes. (ureq gives no length while it inflates gzip: the
-    // recycled buffer's capacity serves then.)
+    // recycled buffer serves then.)
     let hint = response
         .body()
         .content_length()
         .unwrap_or(0)
-        .min(MAX_HINT_BYTES);
-    body.clear();
-    body.reserve(hint as usize + 1);
-    response
+        .min(MAX_HINT_BYTES) as usize;
+    if buf.len() <= hint {
+        buf.resize(hint + 1, 0);
+    }
+    // Read into the buffer's initialised bytes, not `read_to_end`, which
+    // zeroes the spare capacity of a recycled buffer again on every call.
+    let mut reader = response
         .body_mut()
         .with_config()
         .limit(MAX_RESPONSE_BYTES)
-        .reader()
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            let mut e = classify(ureq::Error::from(e));
-            e.in_doubt = true; // the request was answered, so it was received
-            e
-        })?;
-    Ok(Reply { http, body })
+        .reader();
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len().max(16 * 1024) * 2, 0);
+        }
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                let mut e = classify(ureq::Error::from(e));
+                e.in_doubt = true; // the request was answered, so it was received
+                return Err(e);
+            }
+        }
+    }
+    Ok(Reply { http, buf, len })
 }
 
 fn load_ca_file(path: &str) -> Result<ureq::tls::RootCerts> {
@@ -307,10 +432,7 @@ mod tests {
     use super::*;
 
     fn reply(http: u16, body: &str) -> Reply {
-        Reply {
-            http,
-            body: body.as_bytes().to_vec(),
-        }
+        Reply::new(http, body.as_bytes().to_vec())
     }
 
     #[test]

@@ -351,3 +351,20 @@ fn source_false_leaves_bodies_out_of_successes_but_stores_them() {
         "collection":"c","_id":docs[1]["_id"]}));
     assert_eq!(got["_source"], docs[1]["body"]);
 }
+
+/// A host name (looked up, then kept a minute) works like an address,
+/// request after request.
+#[test]
+fn host_name_is_resolved_and_kept() {
+    let stack = default_stack();
+    let h = connect(&json!({"host": "localhost", "port": stack.port,
+                             "maxDocumentsPerRequest": 5, "concurrency": 2}));
+    let index = fresh_index(&h, "names");
+    let docs: Vec<Value> = (0..50)
+        .map(|i| json!({"_id": format!("n{i}"), "body": {"i": i}}))
+        .collect();
+    // 10 requests: the first looks the name up, the others reuse it.
+    let (status, r) = h.mwrite(&index, "c", &Value::Array(docs), None);
+    assert_eq!(status, S::KUZZLE_OK, "{r}");
+    assert_eq!(arr_len(&r, "successes"), 50);
+}
