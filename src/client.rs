@@ -269,14 +269,16 @@ impl Client {
         }
     }
 
-    /// A new client-side document id: unique across clients (random prefix)
-    /// and within one (counter), short to keep requests and answers small.
-    pub fn next_id(&self) -> String {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(self.id_prefix.len() + 8);
-        id.push_str(&self.id_prefix);
-        push_base62(&mut id, n);
-        id
+    /// Client-side document ids: `"<prefix><n in base 62>"`, unique across
+    /// clients (random prefix) and within one (counter), short to keep
+    /// requests and answers small. Reserves `n` counter values and returns
+    /// the first.
+    pub fn reserve_ids(&self, n: usize) -> u64 {
+        self.id_counter.fetch_add(n as u64, Ordering::Relaxed)
+    }
+
+    pub fn id_prefix(&self) -> &str {
+        &self.id_prefix
     }
 
     pub fn compression(&self) -> Compression {
@@ -286,8 +288,8 @@ impl Client {
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-fn push_base62(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 11];
+/// `n` in base 62, written at the end of `buf`.
+pub(crate) fn base62(mut n: u64, buf: &mut [u8; 11]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -297,7 +299,7 @@ fn push_base62(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(buf[i..].iter().map(|&b| b as char));
+    &buf[i..]
 }
 
 /// 64 random bits from the OS as 11 base-62 characters and a separator.
@@ -325,13 +327,11 @@ mod tests {
 
     #[test]
     fn base62_counter() {
-        let mut s = String::new();
-        push_base62(&mut s, 0);
-        push_base62(&mut s, 61);
-        push_base62(&mut s, 62);
-        push_base62(&mut s, u64::MAX);
-        assert_eq!(&s[..4], "0z10");
-        assert_eq!(s.len(), 4 + 11);
+        let mut buf = [0; 11];
+        assert_eq!(base62(0, &mut buf), b"0");
+        assert_eq!(base62(61, &mut buf), b"z");
+        assert_eq!(base62(62, &mut buf), b"10");
+        assert_eq!(base62(u64::MAX, &mut buf).len(), 11);
     }
 
     #[test]

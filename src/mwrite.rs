@@ -4,7 +4,7 @@
 //! into one `{"successes":[...],"errors":[...]}` where each input document
 //! appears exactly once.
 
-use crate::client::Client;
+use crate::client::{self, Client};
 use crate::config::{Compression, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
 use crate::json::{Parsed, Scanner, SyntaxError};
@@ -28,30 +28,135 @@ const SAMPLE_BYTES: usize = 128 * 1024;
 /// a few, down to this much JSON: below, Kuzzle's cost per request shows.
 const MIN_SPREAD_BYTES: usize = 128 * 1024;
 
-/// A document that passed the door checks.
-struct Doc<'a> {
-    /// The `_id` as a JSON string literal, when there is one.
-    id: Option<Cow<'a, str>>,
-    /// The body's JSON text, validated.
-    body: &'a str,
+/// A document that passed the door checks, as kept for the whole call:
+/// offsets in the caller's text, 16 bytes (slices would take 40: 4 MB for
+/// 100,000 small documents, all in memory at once).
+#[derive(Clone, Copy)]
+struct Entry {
+    body: u32,
+    body_len: u32,
+    /// The `_id` string literal; `id_len` 0: none given.
+    id: u32,
+    id_len: u32,
 }
 
-impl Doc<'_> {
+/// Every checked document of one call.
+struct Index<'a> {
+    src: &'a str,
+    entries: Vec<Entry>,
+    /// With `generateIds`: the id prefix and the counter value of the first
+    /// document; an id-less document gets the value of its position.
+    generated: Option<(&'a str, u64)>,
+}
+
+impl Index<'_> {
+    fn doc(&self, i: usize) -> Doc<'_> {
+        Doc { index: self, i }
+    }
+}
+
+/// One document of the index.
+#[derive(Clone, Copy)]
+struct Doc<'a> {
+    index: &'a Index<'a>,
+    i: usize,
+}
+
+/// A document's `_id`.
+enum Id<'a> {
+    None,
+    /// A JSON string literal, as given.
+    Given(&'a str),
+    /// Prefix and counter value.
+    Generated(&'a str, u64),
+}
+
+impl<'a> Doc<'a> {
+    /// The body's JSON text, validated.
+    #[inline]
+    fn body(&self) -> &'a str {
+        let e = self.index.entries[self.i];
+        &self.index.src[e.body as usize..(e.body + e.body_len) as usize]
+    }
+
+    #[inline]
+    fn id(&self) -> Id<'a> {
+        let e = self.index.entries[self.i];
+        if e.id_len > 0 {
+            Id::Given(&self.index.src[e.id as usize..(e.id + e.id_len) as usize])
+        } else if let Some((prefix, first)) = self.index.generated {
+            Id::Generated(prefix, first + self.i as u64)
+        } else {
+            Id::None
+        }
+    }
+
+    #[inline]
+    fn has_id(&self) -> bool {
+        !matches!(self.id(), Id::None)
+    }
+
+    /// The `_id`'s JSON text, `null` when there is none.
+    fn id_json(&self) -> Cow<'a, str> {
+        match self.id() {
+            Id::None => Cow::Borrowed("null"),
+            Id::Given(text) => Cow::Borrowed(text),
+            Id::Generated(..) => {
+                let mut out = Vec::new();
+                self.write_id(&mut out);
+                Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+            }
+        }
+    }
+
+    /// The length of `id_json`, 0 when there is none; for a generated id, at
+    /// most 9 bytes over (the counter's longest). From the entry alone: this
+    /// is asked several times per document (planning, sizing).
+    #[inline]
+    fn id_len(&self) -> usize {
+        let e = &self.index.entries[self.i];
+        match self.index.generated {
+            _ if e.id_len > 0 => e.id_len as usize,
+            Some((prefix, _)) => prefix.len() + 11 + 2,
+            None => 0,
+        }
+    }
+
+    /// The length of `write`'s output, give or take a few bytes.
+    #[inline]
     fn wire_len(&self) -> usize {
-        self.body.len() + self.id.as_ref().map_or(0, |i| i.len() + 8) + 10
+        let id = self.id_len();
+        self.index.entries[self.i].body_len as usize + if id > 0 { id + 8 } else { 0 } + 10
+    }
+
+    fn write_id(&self, out: &mut Vec<u8>) {
+        Self::push_id(self.id(), out);
+    }
+
+    fn push_id(id: Id, out: &mut Vec<u8>) {
+        match id {
+            Id::None => {}
+            Id::Given(text) => out.extend_from_slice(text.as_bytes()),
+            Id::Generated(prefix, n) => {
+                out.push(b'"');
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(client::base62(n, &mut [0; 11]));
+                out.push(b'"');
+            }
+        }
     }
 
     /// `{"_id":...,"body":...}` as sent.
     fn write(&self, out: &mut Vec<u8>) {
-        match &self.id {
-            Some(id) => {
+        match self.id() {
+            Id::None => out.extend_from_slice(b"{\"body\":"),
+            id => {
                 out.extend_from_slice(b"{\"_id\":");
-                out.extend_from_slice(id.as_bytes());
+                Self::push_id(id, out);
                 out.extend_from_slice(b",\"body\":");
             }
-            None => out.extend_from_slice(b"{\"body\":"),
         }
-        out.extend_from_slice(self.body.as_bytes());
+        out.extend_from_slice(self.body().as_bytes());
         out.push(b'}');
     }
 }
@@ -59,10 +164,7 @@ impl Doc<'_> {
 /// Scans one input item (the scanner sits on its first byte). The outer
 /// `Err` is a syntax error that fails the whole call; the inner one is the
 /// reason this item alone is rejected.
-fn check_item<'a>(
-    s: &mut Scanner<'a>,
-    client: &Client,
-) -> Parsed<std::result::Result<Doc<'a>, String>> {
+fn check_item<'a>(s: &mut Scanner<'a>, src: &'a str) -> Parsed<std::result::Result<Entry, String>> {
     if s.peek() != Some(b'{') {
         s.value()?;
         return Ok(Err(
@@ -70,7 +172,7 @@ fn check_item<'a>(
         ));
     }
     if let Some((id, body)) = usual_item(s) {
-        return Ok(doc(id, body, client));
+        return Ok(doc(id, body, src));
     }
     let (mut id, mut body, mut problem) = (None, None, None);
     s.members(|key, value, depth| {
@@ -99,7 +201,7 @@ fn check_item<'a>(
     })?;
     Ok(match problem {
         Some(problem) => Err(problem),
-        None => doc(id, body, client),
+        None => doc(id, body, src),
     })
 }
 
@@ -136,12 +238,9 @@ fn usual_item<'a>(s: &mut Scanner<'a>) -> Option<(Member<'a>, Member<'a>)> {
     found
 }
 
-/// The checks on a document's `_id` and `body` (each: text and depth).
-fn doc<'a>(
-    id: Member<'a>,
-    body: Member<'a>,
-    client: &Client,
-) -> std::result::Result<Doc<'a>, String> {
+/// The checks on a document's `_id` and `body` (each: text and depth),
+/// slices of `src`.
+fn doc<'a>(id: Member<'a>, body: Member<'a>, src: &'a str) -> std::result::Result<Entry, String> {
     let body = match body {
         Some((b, depth)) if b.starts_with('{') => {
             if depth > MAX_DEPTH {
@@ -154,7 +253,7 @@ fn doc<'a>(
         _ => return Err("document body must be an object".into()),
     };
     let id = match id.map(|(text, _)| text) {
-        None | Some("null") | Some("\"\"") => None,
+        None | Some("null") | Some("\"\"") => "",
         Some(text) if text.starts_with('"') => {
             // Escapes only shorten a string: decode only when it matters.
             let decoded_len = if text.len() - 2 > MAX_ID_BYTES && text.contains('\\') {
@@ -165,15 +264,18 @@ fn doc<'a>(
             if decoded_len > MAX_ID_BYTES {
                 return Err(format!("_id is longer than {MAX_ID_BYTES} bytes"));
             }
-            Some(Cow::Borrowed(text))
+            text
         }
         Some(_) => return Err("_id must be a string".into()),
     };
-    let id = match id {
-        None if client.config.generate_ids => Some(Cow::Owned(format!("\"{}\"", client.next_id()))),
-        id => id,
-    };
-    Ok(Doc { id, body })
+    // Slices of `src`, which is under 4 GiB (checked first).
+    let at = |part: &str| (part.as_ptr() as usize - src.as_ptr() as usize) as u32;
+    Ok(Entry {
+        body: at(body),
+        body_len: body.len() as u32,
+        id: if id.is_empty() { 0 } else { at(id) },
+        id_len: id.len() as u32,
+    })
 }
 
 /// What one request contributed to the result: JSON items already written.
@@ -280,7 +382,7 @@ impl Fragment {
         self.error_raw(document, status.unwrap_or(400), &reason);
     }
 
-    fn fail(&mut self, docs: &[&Doc], error: Error) {
+    fn fail(&mut self, docs: &[Doc], error: Error) {
         let reason = if error.http == 0 && error.in_doubt {
             format!(
                 "{} (no answer from Kuzzle: this document may or may not have been written)",
@@ -411,7 +513,7 @@ impl ErrorItem<'_> {
 /// into `out` (the generic serde decoder costs twice as much on this, the
 /// largest thing the library parses). `false`, with `out` untouched, for
 /// anything else: the generic decoder then tells what it is.
-fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[&Doc]) -> bool {
+fn fast_record(reply: &Reply, out: &mut Fragment, with_source: bool, docs: &[Doc]) -> bool {
     if reply.http >= 400 {
         return false;
     }
@@ -459,7 +561,7 @@ fn unexpected<T>(s: &Scanner) -> Parsed<T> {
 /// JSON.parse and JSON.stringify). Such an echo is recognised by comparing
 /// bytes, far cheaper than scanning it; anything else is scanned.
 struct Echo<'d, 'a> {
-    docs: &'d [&'d Doc<'a>],
+    docs: &'d [Doc<'a>],
     /// The document the next success most likely is.
     next: usize,
 }
@@ -470,7 +572,7 @@ impl Echo<'_, '_> {
         // The expected document, or the one after it (Kuzzle rejected one).
         let end = (self.next + 2).min(self.docs.len());
         for k in self.next..end {
-            if s.skip_known(self.docs[k].body) {
+            if s.skip_known(self.docs[k].body()) {
                 self.next = k + 1;
                 return Ok(s.slice(start, s.pos));
             }
@@ -664,7 +766,7 @@ enum Next {
 
 impl Job<'_> {
     /// The request for `docs`, raw, into `raw`.
-    fn build(&self, docs: &[&Doc], raw: &mut Vec<u8>) {
+    fn build(&self, docs: &[Doc], raw: &mut Vec<u8>) {
         let len: usize = docs.iter().map(|d| d.wire_len() + 1).sum();
         raw.clear();
         raw.reserve(self.head.len() + len + 4);
@@ -679,7 +781,7 @@ impl Job<'_> {
     }
 
     /// The request for `docs` as it goes on the wire, into `bufs`.
-    fn encode(&self, docs: &[&Doc], bufs: &mut Buffers) {
+    fn encode(&self, docs: &[Doc], bufs: &mut Buffers) {
         self.build(docs, &mut bufs.raw);
         bufs.gzip = self.client.compression() == Compression::Gzip;
         if bufs.gzip {
@@ -689,7 +791,7 @@ impl Job<'_> {
 
     /// Writes one group of documents, splitting, retrying and reporting each
     /// of them exactly once into `bufs.fragment`.
-    fn write(&self, mut docs: Vec<&Doc>, bufs: &mut Buffers) {
+    fn write(&self, mut docs: Vec<Doc>, bufs: &mut Buffers) {
         let client = self.client;
         let max = client.config.max_request_bytes;
         let mut backoff = Backoff::new(&client.config, self.started);
@@ -710,7 +812,7 @@ impl Job<'_> {
                 let reason = format!(
                     "document too large: {size} bytes on the wire, over maxRequestBytes ({max})"
                 );
-                return bufs.fragment.doc_error(docs[0], 413, &reason);
+                return bufs.fragment.doc_error(&docs[0], 413, &reason);
             }
             let answer = std::mem::take(&mut bufs.answer);
             let reply = match client.send(bufs.wire(), bufs.gzip, answer) {
@@ -720,11 +822,11 @@ impl Job<'_> {
                     if !(retry::transient(&error) && backoff.wait()) {
                         return out.fail(&docs, error);
                     }
-                    if error.in_doubt && docs.iter().any(|d| d.id.is_none()) {
+                    if error.in_doubt && docs.iter().any(|d| !d.has_id()) {
                         // Resending a document without _id after an unknown
                         // outcome could store it twice.
-                        let (keep, doubtful): (Vec<&Doc>, Vec<&Doc>) =
-                            docs.into_iter().partition(|d| d.id.is_some());
+                        let (keep, doubtful): (Vec<Doc>, Vec<Doc>) =
+                            docs.into_iter().partition(|d| d.has_id());
                         out.fail(&doubtful, error);
                         docs = keep;
                         encoded = false;
@@ -746,7 +848,7 @@ impl Job<'_> {
     fn answer(
         &self,
         reply: &Reply,
-        docs: &[&Doc],
+        docs: &[Doc],
         out: &mut Fragment,
         backoff: &mut Backoff,
     ) -> Next {
@@ -772,7 +874,7 @@ impl Job<'_> {
                 413 if docs.len() > 1 => return Next::Split,
                 // Alone and still too large for this server: that
                 // document's own rejection, the call goes on.
-                413 => out.doc_error(docs[0], 413, &error.message),
+                413 => out.doc_error(&docs[0], 413, &error.message),
                 http if retry::refused_for_now(http) && backoff.wait() => return Next::Retry,
                 400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
                     strict_partial(docs, details, out, self.with_source);
@@ -783,7 +885,7 @@ impl Job<'_> {
         Next::Done
     }
 
-    fn split(&self, mut docs: Vec<&Doc>, bufs: &mut Buffers) {
+    fn split(&self, mut docs: Vec<Doc>, bufs: &mut Buffers) {
         let second = docs.split_off(docs.len() / 2);
         self.write(docs, bufs);
         self.write(second, bufs);
@@ -793,7 +895,7 @@ impl Job<'_> {
 /// Kuzzle lists one item per document sent. An answer that lists more or
 /// fewer cannot be matched to the documents: all of them are then reported
 /// as failed, in doubt, so that each still appears exactly once.
-fn check_count(docs: &[&Doc], mark: Mark, out: &mut Fragment) {
+fn check_count(docs: &[Doc], mark: Mark, out: &mut Fragment) {
     let listed = out.items_since(&mark);
     if listed != docs.len() {
         out.rollback(mark);
@@ -826,12 +928,7 @@ fn record(result: MWriteResult, out: &mut Fragment, with_source: bool) {
 /// rejected ones, yet it stored the others. Match the rejected documents to
 /// ours (by `_id`, else by body) and report the rest as successes with what is
 /// known: no `_version` and no server-generated `_id`.
-fn strict_partial(
-    docs: &[&Doc],
-    details: Option<&RawValue>,
-    out: &mut Fragment,
-    with_source: bool,
-) {
+fn strict_partial(docs: &[Doc], details: Option<&RawValue>, out: &mut Fragment, with_source: bool) {
     let errors: Vec<ErrorItem> = details
         .and_then(|d| serde_json::from_str(d.get()).ok())
         .unwrap_or_default();
@@ -849,13 +946,15 @@ fn strict_partial(
         let found = sent.and_then(|sent| {
             (0..docs.len()).find(|&i| {
                 !failed[i]
-                    && match (&docs[i].id, &sent.id) {
-                        (Some(mine), Some(theirs)) => {
-                            serde_json::from_str::<String>(mine).ok().as_deref()
+                    && match (docs[i].has_id(), &sent.id) {
+                        (true, Some(theirs)) => {
+                            serde_json::from_str::<String>(&docs[i].id_json())
+                                .ok()
+                                .as_deref()
                                 == Some(theirs.as_str())
                         }
-                        (None, None) => {
-                            serde_json::from_str::<serde_json::Value>(docs[i].body).ok()
+                        (false, None) => {
+                            serde_json::from_str::<serde_json::Value>(docs[i].body()).ok()
                                 == sent.body
                         }
                         _ => false,
@@ -882,15 +981,17 @@ fn strict_partial(
                  this document may or may not have been written",
             );
         } else {
-            let source = with_source.then_some(doc.body);
-            out.success(doc.id.as_deref().unwrap_or("null"), None, source, None);
+            let source = with_source.then_some(doc.body());
+            out.success(&doc.id_json(), None, source, None);
         }
     }
 }
 
 /// Splits checked documents into groups of at most `max_docs`, each expected
 /// to fit `max_bytes` on the wire.
-fn plan(job: &Job, docs: &[Doc]) -> Vec<std::ops::Range<usize>> {
+fn plan(job: &Job, index: &Index) -> Vec<std::ops::Range<usize>> {
+    let n_docs = index.entries.len();
+    let docs = || (0..n_docs).map(|i| index.doc(i));
     let cfg = &job.client.config;
     let overhead = job.head.len() + 4;
     let budget = cfg.max_request_bytes.saturating_sub(overhead).max(1);
@@ -899,15 +1000,16 @@ fn plan(job: &Job, docs: &[Doc]) -> Vec<std::ops::Range<usize>> {
         Compression::Gzip => {
             // Estimate the ratio on a sample; keep 25% headroom, requests
             // that still come out too large are split when built.
-            let mut n = 0;
             let mut len = 0;
-            while n < docs.len() && len < SAMPLE_BYTES {
-                len += docs[n].wire_len() + 1;
-                n += 1;
-            }
-            let refs: Vec<&Doc> = docs[..n].iter().collect();
+            let sample: Vec<Doc> = docs()
+                .take_while(|d| {
+                    let more = len < SAMPLE_BYTES;
+                    len += d.wire_len() + 1;
+                    more
+                })
+                .collect();
             let mut raw = Vec::new();
-            job.build(&refs, &mut raw);
+            job.build(&sample, &mut raw);
             let packed = transport::gzip(&raw).len().max(1);
             let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
             ((budget as f64) * ratio * 0.75) as usize
@@ -916,12 +1018,12 @@ fn plan(job: &Job, docs: &[Doc]) -> Vec<std::ops::Range<usize>> {
     // A few full requests would run one after the other (5,000 big documents
     // through a slow uplink: 4 requests of 1 MB, 1,192 docs/s); 4 per worker
     // overlap one's upload with another's answer (1,843 docs/s).
-    let total: usize = docs.iter().map(|d| d.wire_len() + 1).sum();
+    let total: usize = docs().map(|d| d.wire_len() + 1).sum();
     let spread = (total / (cfg.concurrency.max(1) * 4)).max(MIN_SPREAD_BYTES);
     let raw_budget = raw_budget.min(spread);
     let mut ranges = Vec::new();
     let (mut start, mut len) = (0, 0);
-    for (i, doc) in docs.iter().enumerate() {
+    for (i, doc) in docs().enumerate() {
         let l = doc.wire_len() + 1;
         if i > start && (len + l > raw_budget || i - start >= cfg.max_documents_per_request) {
             ranges.push(start..i);
@@ -930,8 +1032,8 @@ fn plan(job: &Job, docs: &[Doc]) -> Vec<std::ops::Range<usize>> {
         }
         len += l;
     }
-    if start < docs.len() {
-        ranges.push(start..docs.len());
+    if start < n_docs {
+        ranges.push(start..n_docs);
     }
     ranges
 }
@@ -953,13 +1055,18 @@ pub fn mwrite(
     if index.is_empty() || collection.is_empty() {
         return Err(Error::invalid("index and collection must not be empty"));
     }
+    if documents.len() > u32::MAX as usize {
+        return Err(Error::invalid(
+            "documents is over 4 GiB: split it into several calls",
+        ));
+    }
     let mut door = Fragment::default();
-    let mut docs = Vec::new();
+    let mut entries = Vec::new();
     let mut s = Scanner::new(documents);
     s.items(|s| {
         let start = s.pos;
-        match check_item(s, client)? {
-            Ok(doc) => docs.push(doc),
+        match check_item(s, documents)? {
+            Ok(entry) => entries.push(entry),
             Err(reason) => door.error(s.slice(start, s.pos), 400, &reason),
         }
         Ok(())
@@ -971,6 +1078,17 @@ pub fn mwrite(
             e.describe(documents)
         ))
     })?;
+
+    let generated = client.config.generate_ids.then(|| {
+        // A block of counter values for the whole call, one per position:
+        // the documents that have an id leave gaps, which cost nothing.
+        (client.id_prefix(), client.reserve_ids(entries.len()))
+    });
+    let docs = Index {
+        src: documents,
+        entries,
+        generated,
+    };
 
     let mut head = String::from(r#"{"controller":"bulk","action":"mWrite","index":"#);
     push_json_str(&mut head, index);
@@ -994,7 +1112,7 @@ pub fn mwrite(
         started: Instant::now(),
     };
 
-    let ranges = if docs.is_empty() {
+    let ranges = if docs.entries.is_empty() {
         Vec::new()
     } else {
         plan(&job, &docs)
@@ -1002,11 +1120,10 @@ pub fn mwrite(
     // The result is written in one buffer, sized for every success (Kuzzle
     // echoes each body), so it rarely grows; door rejections come first in
     // `errors`, as Kuzzle itself lists them.
-    let estimate: usize = docs
-        .iter()
-        .map(|d| match options.source {
-            true => d.wire_len() + 48,
-            false => d.id.as_ref().map_or(20, |id| id.len()) + 52,
+    let estimate: usize = (0..docs.entries.len())
+        .map(|i| match options.source {
+            true => docs.doc(i).wire_len() + 48,
+            false => docs.doc(i).id_len().max(20) + 52,
         })
         .sum();
     let mut all = Fragment {
@@ -1025,7 +1142,7 @@ pub fn mwrite(
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(range) = ranges.get(i) else { return };
-            job.write(docs[range.clone()].iter().collect(), &mut bufs);
+            job.write(range.clone().map(|i| docs.doc(i)).collect(), &mut bufs);
             let frag = std::mem::take(&mut bufs.fragment);
             let spent = merge.lock().unwrap_or_else(|p| p.into_inner()).add(i, frag);
             if let Some(spent) = spent {
@@ -1103,19 +1220,71 @@ mod tests {
         }
     }
 
+    /// Documents as the index gives them back: given ids as they were,
+    /// generated ones from the counter block, lengths as written.
+    #[test]
+    fn index_gives_documents_back() {
+        let src =
+            r#"[{"_id":"a\"b","body":{"v":1}},{"body":{"w":2}}, {"body" : {}, "_id" : "late"}]"#;
+        let mut entries = Vec::new();
+        let mut s = Scanner::new(src);
+        s.items(|s| {
+            entries.push(check_item(s, src)?.unwrap());
+            Ok(())
+        })
+        .unwrap();
+        for generated in [None, Some(("pre-", 61))] {
+            let index = Index {
+                src,
+                entries: entries.clone(),
+                generated,
+            };
+            let written: Vec<String> = (0..3)
+                .map(|i| {
+                    let doc = index.doc(i);
+                    let mut out = Vec::new();
+                    doc.write(&mut out);
+                    // an estimate: a few bytes over
+                    assert!(doc.wire_len() - out.len() <= 11, "{generated:?}");
+                    String::from_utf8(out).unwrap()
+                })
+                .collect();
+            assert_eq!(written[0], r#"{"_id":"a\"b","body":{"v":1}}"#);
+            assert_eq!(written[2], r#"{"_id":"late","body":{}}"#);
+            match generated {
+                None => {
+                    assert_eq!(written[1], r#"{"body":{"w":2}}"#);
+                    assert_eq!(index.doc(1).id_json(), "null");
+                    assert!(!index.doc(1).has_id());
+                }
+                Some(_) => {
+                    // position 1: counter 62, "10" in base 62
+                    assert_eq!(written[1], r#"{"_id":"pre-10","body":{"w":2}}"#);
+                    assert_eq!(index.doc(1).id_json(), r#""pre-10""#);
+                }
+            }
+        }
+    }
+
     /// Kuzzle's answer read by the fast path and by serde: same result.
     #[test]
     fn fast_answer_reading_agrees_with_serde() {
-        let bodies = [r#"{"v":1}"#, r#"{"w":[1,2]}"#, r#"{"x":"é"}"#];
-        let docs: Vec<Doc> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| Doc {
-                id: Some(Cow::Owned(format!("\"d{i}\""))),
-                body: b,
-            })
-            .collect();
-        let refs: Vec<&Doc> = docs.iter().collect();
+        let src = r#"[{"_id":"d0","body":{"v":1}},{"_id":"d1","body":{"w":[1,2]}},{"_id":"d2","body":{"x":"é"}}]"#;
+        let mut entries = Vec::new();
+        let mut s = Scanner::new(src);
+        s.items(|s| {
+            entries.push(check_item(s, src)?.unwrap());
+            Ok(())
+        })
+        .unwrap();
+        let index = Index {
+            src,
+            entries,
+            generated: None,
+        };
+        let refs: Vec<Doc> = (0..3).map(|i| index.doc(i)).collect();
+        assert_eq!(refs[2].body(), r#"{"x":"é"}"#);
+        assert_eq!(refs[1].id_json(), r#""d1""#);
         let answers = [
             // usual: echoes equal to what was sent
             r#"{"requestId":"r","status":200,"error":null,"result":{"successes":[{"_id":"d0","_source":{"v":1},"_version":1},{"_id":"d1","_source":{"w":[1,2]},"_version":3},{"_id":"d2","_source":{"x":"é"},"_version":12}],"errors":[]},"volatile":null}"#,
