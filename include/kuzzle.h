@@ -109,7 +109,8 @@ enum kuzzle_status kuzzle_connect(const char *config_json,
 /*
  Creates or replaces many documents with Kuzzle's `bulk:mWrite`.
 
- `documents_json`: a JSON array of `{"_id"?: string, "body": object}`.
+ `documents_json`: a JSON array of `{"_id"?: string, "body": object}`,
+ under 4 GiB (larger: KUZZLE_ERR_INVALID, nothing sent).
  `options_json`: NULL or a JSON object with `waitForRefresh`, `notify`,
  `strict` (booleans, default false) and `source` (default true; false:
  successes leave out `_source`, for a result a fraction of the size).

@@ -188,7 +188,8 @@ pub unsafe extern "C" fn kuzzle_connect(
 
 /// Creates or replaces many documents with Kuzzle's `bulk:mWrite`.
 ///
-/// `documents_json`: a JSON array of `{"_id"?: string, "body": object}`.
+/// `documents_json`: a JSON array of `{"_id"?: string, "body": object}`,
+/// under 4 GiB (larger: KUZZLE_ERR_INVALID, nothing sent).
 /// `options_json`: NULL or a JSON object with `waitForRefresh`, `notify`,
 /// `strict` (booleans, default false) and `source` (default true; false:
 /// successes leave out `_source`, for a result a fraction of the size).

@@ -110,7 +110,7 @@ impl<'a> Doc<'a> {
     }
 
     /// The length of `id_json`, 0 when there is none; for a generated id, at
-    /// most 9 bytes over (the counter's longest). From the entry alone: this
+    /// most 10 bytes over (the counter's longest). From the entry alone: this
     /// is asked several times per document (planning, sizing).
     #[inline]
     fn id_len(&self) -> usize {

@@ -136,17 +136,20 @@ const DNS_CACHE_TTL: Duration = Duration::from_secs(60);
 /// ureq's resolver starts a thread for every lookup (to bound it by the
 /// timeout), and Kuzzle closes every connection, so that would be a thread
 /// per request: a tenth of the client's CPU in a bulk write. An IP address
-/// needs no lookup, and a name is looked up once a minute at most, again at
-/// once after a failed request.
+/// needs no lookup, and a name is looked up once a minute at most (libcurl
+/// keeps names as long), again after a request that failed; successive
+/// connections take its addresses in turn, as fresh lookups of a
+/// round-robin name would.
 #[derive(Debug, Default)]
 struct CachingResolver {
     lookup: DefaultResolver,
     cache: Arc<DnsCache>,
 }
 
-/// The last name looked up: `host:port`, when, and its addresses.
+/// The last name looked up: `host:port`, when, its addresses, and how many
+/// times they were handed out.
 #[derive(Debug, Default)]
-struct DnsCache(Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>);
+struct DnsCache(Mutex<Option<(String, Instant, ResolvedSocketAddrs, usize)>>);
 
 impl DnsCache {
     fn forget(&self) {
@@ -161,14 +164,14 @@ impl Resolver for CachingResolver {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let port = match (uri.scheme_str(), uri.port_u16()) {
+            (_, Some(port)) => port,
+            (Some("http"), None) => 80,
+            (Some("https"), None) => 443,
+            // Other schemes (a proxy's) keep ureq's own rules.
+            _ => return self.lookup.resolve(uri, config, timeout),
+        };
         let host = uri.host().unwrap_or_default();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
         // `[::1]` keeps its brackets in a URI.
         if let Ok(ip) = host
             .trim_start_matches('[')
@@ -181,16 +184,20 @@ impl Resolver for CachingResolver {
         }
         let key = format!("{host}:{port}");
         let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, at, addrs)) = cache.as_ref() {
+        if let Some((k, at, addrs, used)) = cache.as_mut() {
             if *k == key && at.elapsed() < DNS_CACHE_TTL {
-                return Ok(addrs.clone());
+                let mut addrs = addrs.clone();
+                let turn = *used % addrs.len().max(1);
+                *used += 1;
+                addrs.rotate_left(turn);
+                return Ok(addrs);
             }
         }
         // Not under the lock: a slow lookup must not hold up other threads.
         drop(cache);
         let addrs = self.lookup.resolve(uri, config, timeout)?;
         cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
-        *cache = Some((key, Instant::now(), addrs.clone()));
+        *cache = Some((key, Instant::now(), addrs.clone(), 1));
         Ok(addrs)
     }
 }
@@ -270,7 +277,7 @@ impl Transport {
         }
         // A byte slice has a known size: ureq sends it with a Content-Length.
         let response = req.send(body).map_err(|e| self.failed(e))?;
-        read_reply(response, buffer)
+        read_reply(response, buffer).inspect_err(|_| self.dns.forget())
     }
 
     /// A GET on a path that needs no authentication (health probe).
@@ -280,7 +287,7 @@ impl Transport {
             .get(format!("{}{path}", self.base_url))
             .call()
             .map_err(|e| self.failed(e))?;
-        read_reply(response, Vec::new())
+        read_reply(response, Vec::new()).inspect_err(|_| self.dns.forget())
     }
 
     /// A request that got no answer: the next one looks the name up again,
@@ -316,7 +323,11 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut buf: Vec<u8>) 
     let mut len = 0;
     loop {
         if len == buf.len() {
-            buf.resize(buf.len().max(16 * 1024) * 2, 0);
+            // Zeroed in steps, so that an answer of unknown length (gzip)
+            // leaves no large zeroed tail; the Vec still doubles its
+            // capacity underneath.
+            let step = buf.len().clamp(16 * 1024, 1 << 20);
+            buf.resize(buf.len() + step, 0);
         }
         match reader.read(&mut buf[len..]) {
             Ok(0) => break,
