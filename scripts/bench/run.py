@@ -10,9 +10,9 @@
    storage 9262) with scripts/kuzzle-stack.sh reset, and the uplink proxy
    (uplink_proxy.py: 50 ms round trip, 10 Mbit/s per direction shared, one
    round trip per new connection) in front of it;
-3. measures, in rounds (each round runs every case once, so a change of the
-   machine's load hits every case alike), with the index deleted and created
-   again before every single run:
+3. measures, in rounds (each round runs every case once, in a shuffled
+   order, so a change of the machine's load hits every case alike), with the
+   index deleted and created again before every single run:
    - libkuzzle (bench_mwrite: one kuzzle_mwrite of N documents) with default
      settings and alternatives (compression, concurrency,
      maxDocumentsPerRequest), on small (~80 B) and big (~2 KB) documents;
@@ -37,6 +37,7 @@ recorded with it, and shown in the table.
 """
 
 import argparse
+import random
 import datetime
 import json
 import os
@@ -229,6 +230,9 @@ def lib_configs(quick):
     n = {"compression": "none"}
     return [
         ("default", {}),
+        ("none c8 m1000", dict(n, concurrency=8, maxDocumentsPerRequest=1000)),
+        ("none c4 m1000", dict(n, concurrency=4, maxDocumentsPerRequest=1000)),
+        ("none c8 m2000", dict(n, concurrency=8, maxDocumentsPerRequest=2000)),
         ("none c4 m5000", dict(n, concurrency=4, maxDocumentsPerRequest=5000)),
         ("none c8 m5000", dict(n, concurrency=8, maxDocumentsPerRequest=5000)),
         ("none c8 m10000", dict(n, concurrency=8, maxDocumentsPerRequest=10000)),
@@ -289,7 +293,9 @@ def cases_for(quick, n_small, n_big):
         ("default + gzip", {"compression": "gzip"}),
     ]
     if not quick:
-        up_lib += [("gzip c8 m5000", {"compression": "gzip", "concurrency": 8, "maxDocumentsPerRequest": 5000}),
+        up_lib += [("gzip c8 m1000", {"compression": "gzip", "concurrency": 8, "maxDocumentsPerRequest": 1000}),
+                   ("gzip c8 m2000", {"compression": "gzip", "concurrency": 8, "maxDocumentsPerRequest": 2000}),
+                   ("gzip c8 m5000", {"compression": "gzip", "concurrency": 8, "maxDocumentsPerRequest": 5000}),
                    ("gzip c8 m10000", {"compression": "gzip", "concurrency": 8, "maxDocumentsPerRequest": 10000})]
     for label, cfg in up_lib:
         c.append(lib_case(up, "small", n_small, label, cfg))
@@ -565,7 +571,11 @@ def main():
         # 3. rounds
         for rep in range(reps):
             log("== round %d/%d (%d cases), %s" % (rep + 1, reps, len(cases), uptime_text()))
-            for c in cases:
+            # A different order each round (fixed seeds: reproducible), so
+            # that no case always follows the same one.
+            order = list(cases)
+            random.Random(rep).shuffle(order)
+            for c in order:
                 r = run_once(c, bench_bin)
                 c["runs"].append(r)
                 log("  %-62s %8s docs/s  cpu %6s us/doc  rss %6s MB  load %.1f" % (
