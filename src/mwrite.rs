@@ -103,7 +103,7 @@ impl<'a> Doc<'a> {
             Id::Given(text) => Cow::Borrowed(text),
             Id::Generated(..) => {
                 let mut out = Vec::new();
-                self.write_id(&mut out);
+                Self::push_id(self.id(), &mut out);
                 Cow::Owned(String::from_utf8_lossy(&out).into_owned())
             }
         }
@@ -127,10 +127,6 @@ impl<'a> Doc<'a> {
     fn wire_len(&self) -> usize {
         let id = self.id_len();
         self.index.entries[self.i].body_len as usize + if id > 0 { id + 8 } else { 0 } + 10
-    }
-
-    fn write_id(&self, out: &mut Vec<u8>) {
-        Self::push_id(self.id(), out);
     }
 
     fn push_id(id: Id, out: &mut Vec<u8>) {
@@ -203,6 +199,24 @@ fn check_item<'a>(s: &mut Scanner<'a>, src: &'a str) -> Parsed<std::result::Resu
         Some(problem) => Err(problem),
         None => doc(id, body, src),
     })
+}
+
+/// Checks the whole `documents` array: the entries of the documents that
+/// pass, and the door rejections of the others. `Err`: not a JSON array.
+fn check_all(documents: &str) -> Parsed<(Vec<Entry>, Fragment)> {
+    let mut door = Fragment::default();
+    let mut entries = Vec::new();
+    let mut s = Scanner::new(documents);
+    s.items(|s| {
+        let start = s.pos;
+        match check_item(s, documents)? {
+            Ok(entry) => entries.push(entry),
+            Err(reason) => door.error(s.slice(start, s.pos), 400, &reason),
+        }
+        Ok(())
+    })?;
+    s.end()?;
+    Ok((entries, door))
 }
 
 /// A document's `_id` or `body`, if given: its JSON text and nesting depth.
@@ -1060,19 +1074,7 @@ pub fn mwrite(
             "documents is over 4 GiB: split it into several calls",
         ));
     }
-    let mut door = Fragment::default();
-    let mut entries = Vec::new();
-    let mut s = Scanner::new(documents);
-    s.items(|s| {
-        let start = s.pos;
-        match check_item(s, documents)? {
-            Ok(entry) => entries.push(entry),
-            Err(reason) => door.error(s.slice(start, s.pos), 400, &reason),
-        }
-        Ok(())
-    })
-    .and_then(|()| s.end())
-    .map_err(|e| {
+    let (entries, door) = check_all(documents).map_err(|e| {
         Error::json(format!(
             "documents must be a JSON array of {{\"_id\"?, \"body\"}} objects: {}",
             e.describe(documents)
@@ -1226,13 +1228,8 @@ mod tests {
     fn index_gives_documents_back() {
         let src =
             r#"[{"_id":"a\"b","body":{"v":1}},{"body":{"w":2}}, {"body" : {}, "_id" : "late"}]"#;
-        let mut entries = Vec::new();
-        let mut s = Scanner::new(src);
-        s.items(|s| {
-            entries.push(check_item(s, src)?.unwrap());
-            Ok(())
-        })
-        .unwrap();
+        let (entries, door) = check_all(src).unwrap();
+        assert_eq!(door.n_error, 0);
         for generated in [None, Some(("pre-", 61))] {
             let index = Index {
                 src,
@@ -1270,13 +1267,8 @@ mod tests {
     #[test]
     fn fast_answer_reading_agrees_with_serde() {
         let src = r#"[{"_id":"d0","body":{"v":1}},{"_id":"d1","body":{"w":[1,2]}},{"_id":"d2","body":{"x":"é"}}]"#;
-        let mut entries = Vec::new();
-        let mut s = Scanner::new(src);
-        s.items(|s| {
-            entries.push(check_item(s, src)?.unwrap());
-            Ok(())
-        })
-        .unwrap();
+        let (entries, door) = check_all(src).unwrap();
+        assert_eq!(door.n_error, 0);
         let index = Index {
             src,
             entries,

@@ -149,11 +149,18 @@ struct CachingResolver {
 /// The last name looked up: `host:port`, when, its addresses, and how many
 /// times they were handed out.
 #[derive(Debug, Default)]
-struct DnsCache(Mutex<Option<(String, Instant, ResolvedSocketAddrs, usize)>>);
+struct DnsCache(Mutex<Option<DnsEntry>>);
+
+type DnsEntry = (String, Instant, ResolvedSocketAddrs, usize);
 
 impl DnsCache {
+    /// The entry; a thread that panicked holding it left it whole.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DnsEntry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn forget(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.lock() = None;
     }
 }
 
@@ -183,7 +190,7 @@ impl Resolver for CachingResolver {
             return Ok(addrs);
         }
         let key = format!("{host}:{port}");
-        let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock();
         if let Some((k, at, addrs, used)) = cache.as_mut() {
             if *k == key && at.elapsed() < DNS_CACHE_TTL {
                 let mut addrs = addrs.clone();
@@ -196,7 +203,7 @@ impl Resolver for CachingResolver {
         // Not under the lock: a slow lookup must not hold up other threads.
         drop(cache);
         let addrs = self.lookup.resolve(uri, config, timeout)?;
-        cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache = self.cache.lock();
         *cache = Some((key, Instant::now(), addrs.clone(), 1));
         Ok(addrs)
     }
@@ -276,25 +283,26 @@ impl Transport {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         // A byte slice has a known size: ureq sends it with a Content-Length.
-        let response = req.send(body).map_err(|e| self.failed(e))?;
-        read_reply(response, buffer).inspect_err(|_| self.dns.forget())
+        self.reply(req.send(body), buffer)
     }
 
     /// A GET on a path that needs no authentication (health probe).
     pub fn get(&self, path: &str) -> Result<Reply> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.base_url))
-            .call()
-            .map_err(|e| self.failed(e))?;
-        read_reply(response, Vec::new()).inspect_err(|_| self.dns.forget())
+        let sent = self.agent.get(format!("{}{path}", self.base_url)).call();
+        self.reply(sent, Vec::new())
     }
 
-    /// A request that got no answer: the next one looks the name up again,
-    /// in case Kuzzle moved.
-    fn failed(&self, e: ureq::Error) -> Error {
-        self.dns.forget();
-        classify(e)
+    /// Reads the answer to a request into `buffer`. A request that failed,
+    /// sending or reading, makes the next one look the name up again, in
+    /// case Kuzzle moved.
+    fn reply(
+        &self,
+        sent: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        buffer: Vec<u8>,
+    ) -> Result<Reply> {
+        sent.map_err(classify)
+            .and_then(|response| read_reply(response, buffer))
+            .inspect_err(|_| self.dns.forget())
     }
 }
 
