@@ -91,6 +91,10 @@ extern "C" {
  wrong types are `KUZZLE_ERR_INVALID_ARGUMENT`.
 
  Logs in when credentials are given, and checks that Kuzzle answers.
+ With `compression` `"auto"` (the default) and a loopback `host`, it also
+ times a health check: under 10 ms, Kuzzle is on this machine and nothing
+ is compressed; slower, it is a tunnel or proxy to a distant Kuzzle, and
+ requests and answers are gzip'd.
 
  On success `*out_client` receives a handle to release with
  `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.

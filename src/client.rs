@@ -4,9 +4,10 @@
 use crate::config::{Compression, Config, Credentials};
 use crate::error::{push_json_str, Error, Result, Status};
 use crate::retry::{self, Backoff};
-use crate::transport::{self, Answer, Reply, Transport};
+use crate::transport::{Answer, Pending, Transport};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ struct Session {
 pub struct Client {
     pub config: Config,
     transport: Transport,
+    /// `config.compression`, "auto" settled.
+    compression: Compression,
     /// The JWT of a `local` login. A mutex, not a RwLock: renewals are rare
     /// and short, reads are a clone of a short string.
     session: Mutex<Option<Session>>,
@@ -42,9 +45,14 @@ impl Client {
     /// Builds the client, logs in when credentials are given and checks that
     /// Kuzzle answers.
     pub fn connect(config: Config) -> Result<Client> {
-        let transport = Transport::new(&config)?;
+        let mut transport = Transport::new(&config)?;
+        let compression = config
+            .compression
+            .unwrap_or_else(|| settle_auto(&transport));
+        transport.accept_gzip = compression == Compression::Gzip;
         let client = Client {
             transport,
+            compression,
             session: Mutex::new(None),
             id_prefix: random_prefix()?,
             id_counter: AtomicU64::new(0),
@@ -192,28 +200,23 @@ impl Client {
 
     /// Sends one raw Kuzzle request, already encoded for the wire, with the
     /// current token; logs in again once if the token was refused. The
-    /// answer is read into `buffer` (its capacity reused).
-    pub fn send(&self, wire: &[u8], gzip: bool, buffer: Vec<u8>) -> Result<Reply> {
+    /// answer is left to read, so that `wire`'s buffer can take it.
+    pub fn send(&self, wire: &[u8], gzip: bool) -> Result<Pending<'_>> {
         let token = self.token()?;
-        let reply = self
-            .transport
-            .post_query_into(wire, gzip, token.as_deref(), buffer)?;
-        if reply.http == 401 && token.is_some() {
-            if let Answer::Error { error, .. } = reply.answer() {
-                if (error.id == "security.token.expired" || error.id == "security.token.invalid")
-                    && self.renew_after_rejection(token.as_deref())
-                {
-                    let token = self.token()?;
-                    return self.transport.post_query_into(
-                        wire,
-                        gzip,
-                        token.as_deref(),
-                        reply.into_buffer(),
-                    );
-                }
+        let sent = self.transport.post(wire, gzip, token.as_deref())?;
+        if sent.http() != 401 || token.is_none() {
+            return Ok(sent);
+        }
+        let reply = sent.read(Vec::new())?;
+        if let Answer::Error { error, .. } = reply.answer() {
+            if (error.id == "security.token.expired" || error.id == "security.token.invalid")
+                && self.renew_after_rejection(token.as_deref())
+            {
+                let token = self.token()?;
+                return self.transport.post(wire, gzip, token.as_deref());
             }
         }
-        Ok(reply)
+        Ok(Pending::Read(reply))
     }
 
     /// `kuzzle_query`: any Kuzzle API request as JSON; returns its `result`.
@@ -237,16 +240,22 @@ impl Client {
                 }
             }
         }
-        let (wire, gzip) = if request.len() > 4096 {
-            transport::encode(request.as_bytes().to_vec(), self.config.compression)
+        let gzip = request.len() > 4096 && self.compression == Compression::Gzip;
+        let wire = if gzip {
+            let mut packed = Vec::new();
+            self.gzip(request.as_bytes(), &mut packed);
+            Cow::Owned(packed)
         } else {
-            (request.as_bytes().to_vec(), false)
+            Cow::Borrowed(request.as_bytes())
         };
         // Retried only when Kuzzle certainly did not run the request: any
         // action may be sent, and not every action is idempotent.
         let mut backoff = Backoff::new(&self.config, Instant::now());
         loop {
-            let reply = match self.send(&wire, gzip, Vec::new()) {
+            let reply = match self
+                .send(&wire, gzip)
+                .and_then(|sent| sent.read(Vec::new()))
+            {
                 Ok(reply) => reply,
                 Err(e) if retry::transient(&e) && !e.in_doubt && backoff.wait() => continue,
                 Err(e) => return Err(e),
@@ -282,8 +291,45 @@ impl Client {
     }
 
     pub fn compression(&self) -> Compression {
-        self.config.compression
+        self.compression
     }
+
+    /// `raw` gzip'd into `out`, by one of the client's compressors.
+    pub fn gzip(&self, raw: &[u8], out: &mut Vec<u8>) {
+        self.transport.gzip.compress(raw, out);
+    }
+}
+
+/// A Kuzzle on this machine answers its health check in about a
+/// millisecond; through any real link it takes a connection's setup and a
+/// round trip at least (100 ms through 50 ms of round trip).
+const NEAR: Duration = Duration::from_millis(10);
+/// How long "auto" keeps timing health checks, and at most how many: a
+/// local Kuzzle busy with other writers can be slow to answer one.
+const PROBING: Duration = Duration::from_millis(50);
+const PROBES: usize = 3;
+
+/// "auto" with a loopback host: Kuzzle itself (no compression: bytes cost
+/// nothing and gzip costs CPU on both sides) or a tunnel, sidecar or proxy
+/// to a distant one (gzip both ways), told apart by the time an answer
+/// takes.
+fn settle_auto(transport: &Transport) -> Compression {
+    let start = Instant::now();
+    for _ in 0..PROBES {
+        let sent = Instant::now();
+        // Any HTTP answer times the trip. A failure is left to the checks
+        // that follow, which report it.
+        if transport.get("/_healthcheck").is_err() {
+            break;
+        }
+        if sent.elapsed() < NEAR {
+            return Compression::None;
+        }
+        if start.elapsed() >= PROBING {
+            break;
+        }
+    }
+    Compression::Gzip
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

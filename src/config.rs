@@ -52,7 +52,9 @@ pub struct Config {
     pub credentials: Credentials,
     pub max_request_bytes: usize,
     pub max_documents_per_request: usize,
-    pub compression: Compression,
+    /// `None`: "auto" with a loopback host, which the client settles at
+    /// connect by timing a round trip (`Client::connect`).
+    pub compression: Option<Compression>,
     pub concurrency: usize,
     pub ca_file: Option<String>,
     pub tls_verify: bool,
@@ -73,8 +75,8 @@ impl Default for Config {
             credentials: Credentials::Anonymous,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_documents_per_request: 2_000,
-            // What "auto" gives for the default host (localhost).
-            compression: Compression::None,
+            // "auto" with the default host (localhost).
+            compression: None,
             concurrency: 8,
             ca_file: None,
             tls_verify: true,
@@ -202,12 +204,13 @@ impl Config {
             c.max_documents_per_request = n as usize;
         }
         c.compression = match keys.string("compression")?.as_deref() {
-            // On loopback bytes cost nothing and gzip costs CPU on both
-            // sides (Kuzzle is then the bottleneck); anywhere else the link
-            // is what limits, and gzip shrinks JSON 5-10x.
-            None | Some("auto") if is_loopback(&c.host) => Compression::None,
-            None | Some("auto") | Some("gzip") => Compression::Gzip,
-            Some("none") => Compression::None,
+            // Across a network the link is what limits, and gzip shrinks
+            // JSON 5-10x. A loopback address may be Kuzzle itself (bytes
+            // cost nothing, gzip costs CPU on both sides) or a tunnel or
+            // proxy to a distant one: the client tells them apart.
+            None | Some("auto") if is_loopback(&c.host) => None,
+            None | Some("auto") | Some("gzip") => Some(Compression::Gzip),
+            Some("none") => Some(Compression::None),
             Some(_) => return Err(keys.ill_typed("compression", "\"auto\", \"gzip\" or \"none\"")),
         };
         if let Some(n) = keys.uint("concurrency", 1, 64)? {
@@ -325,17 +328,17 @@ mod tests {
         let c = Config::from_json("{}").unwrap();
         assert_eq!(c.base_url(), "http://localhost:7512");
         assert!(c.tls_verify && c.generate_ids);
-        assert_eq!(c.compression, Compression::None, "auto: loopback");
+        assert_eq!(c.compression, None, "auto: loopback, settled at connect");
         let c = Config::from_json(r#"{"host":"kuzzle.example.com"}"#).unwrap();
-        assert_eq!(c.compression, Compression::Gzip, "auto: remote");
+        assert_eq!(c.compression, Some(Compression::Gzip), "auto: remote");
         let c = Config::from_json(r#"{"host":"127.0.0.1","compression":"gzip"}"#).unwrap();
-        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.compression, Some(Compression::Gzip));
         let c = Config::from_json(
             r#"{"host":"::1","port":7600,"ssl":true,"compression":"none","concurrency":2}"#,
         )
         .unwrap();
         assert_eq!(c.base_url(), "https://[::1]:7600");
-        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.compression, Some(Compression::None));
         assert_eq!(c.concurrency, 2);
     }
 

@@ -9,7 +9,7 @@ use crate::config::{Compression, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
 use crate::json::{Parsed, Scanner, SyntaxError};
 use crate::retry::{self, Backoff};
-use crate::transport::{self, Answer, Reply};
+use crate::transport::{Answer, Reply};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -753,11 +753,13 @@ struct Job<'a> {
 /// for big requests, so reusing them saves copies and page faults.
 #[derive(Default)]
 struct Buffers {
+    /// The request as JSON, then, once it is sent, Kuzzle's answer: a
+    /// request and its answer are never needed at the same time (a retry
+    /// builds the request again), and answers are about as large.
     raw: Vec<u8>,
     packed: Vec<u8>,
     /// `packed` holds the gzip of `raw`, and is what goes on the wire.
     gzip: bool,
-    answer: Vec<u8>,
     fragment: Fragment,
 }
 
@@ -799,7 +801,7 @@ impl Job<'_> {
         self.build(docs, &mut bufs.raw);
         bufs.gzip = self.client.compression() == Compression::Gzip;
         if bufs.gzip {
-            transport::gzip_into(&bufs.raw, &mut bufs.packed);
+            self.client.gzip(&bufs.raw, &mut bufs.packed);
         }
     }
 
@@ -809,15 +811,12 @@ impl Job<'_> {
         let client = self.client;
         let max = client.config.max_request_bytes;
         let mut backoff = Backoff::new(&client.config, self.started);
-        let mut encoded = false;
         loop {
             if docs.is_empty() {
                 return;
             }
-            if !encoded {
-                self.encode(&docs, bufs);
-                encoded = true;
-            }
+            // Built for every attempt: the last one's answer is in `raw`.
+            self.encode(&docs, bufs);
             let size = bufs.wire().len();
             if size > max {
                 if docs.len() > 1 {
@@ -828,8 +827,11 @@ impl Job<'_> {
                 );
                 return bufs.fragment.doc_error(&docs[0], 413, &reason);
             }
-            let answer = std::mem::take(&mut bufs.answer);
-            let reply = match client.send(bufs.wire(), bufs.gzip, answer) {
+            let reply = match client.send(bufs.wire(), bufs.gzip) {
+                Ok(sent) => sent.read(std::mem::take(&mut bufs.raw)),
+                Err(error) => Err(error),
+            };
+            let reply = match reply {
                 Ok(reply) => reply,
                 Err(error) => {
                     let out = &mut bufs.fragment;
@@ -843,13 +845,12 @@ impl Job<'_> {
                             docs.into_iter().partition(|d| d.has_id());
                         out.fail(&doubtful, error);
                         docs = keep;
-                        encoded = false;
                     }
                     continue;
                 }
             };
             let next = self.answer(&reply, &docs, &mut bufs.fragment, &mut backoff);
-            bufs.answer = reply.into_buffer();
+            bufs.raw = reply.into_buffer();
             match next {
                 Next::Done => return,
                 Next::Split => return self.split(docs, bufs),
@@ -1009,7 +1010,7 @@ fn plan(job: &Job, index: &Index) -> Vec<std::ops::Range<usize>> {
     let cfg = &job.client.config;
     let overhead = job.head.len() + 4;
     let budget = cfg.max_request_bytes.saturating_sub(overhead).max(1);
-    let raw_budget = match cfg.compression {
+    let raw_budget = match job.client.compression() {
         Compression::None => budget,
         Compression::Gzip => {
             // Estimate the ratio on a sample; keep 25% headroom, requests
@@ -1024,7 +1025,9 @@ fn plan(job: &Job, index: &Index) -> Vec<std::ops::Range<usize>> {
                 .collect();
             let mut raw = Vec::new();
             job.build(&sample, &mut raw);
-            let packed = transport::gzip(&raw).len().max(1);
+            let mut packed = Vec::new();
+            job.client.gzip(&raw, &mut packed);
+            let packed = packed.len().max(1);
             let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
             ((budget as f64) * ratio * 0.75) as usize
         }

@@ -7,7 +7,6 @@ use crate::config::{Compression, Config};
 use crate::error::{Error, Result, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,7 +148,7 @@ struct CachingResolver {
 /// The last name looked up: `host:port`, when, its addresses, and how many
 /// times they were handed out.
 #[derive(Debug, Default)]
-struct DnsCache(Mutex<Option<DnsEntry>>);
+pub struct DnsCache(Mutex<Option<DnsEntry>>);
 
 type DnsEntry = (String, Instant, ResolvedSocketAddrs, usize);
 
@@ -211,6 +210,9 @@ impl Resolver for CachingResolver {
 
 pub struct Transport {
     agent: ureq::Agent,
+    pub gzip: GzipPool,
+    /// Ask Kuzzle for gzip answers: with compression, both ways.
+    pub accept_gzip: bool,
     dns: Arc<DnsCache>,
     query_url: String,
     base_url: String,
@@ -222,14 +224,11 @@ impl Transport {
         if let Some(path) = &config.ca_file {
             tls = tls.root_certs(load_ca_file(path)?);
         }
-        // Without compression, do not ask Kuzzle to gzip its answers either.
-        let accept_encoding = match config.compression {
-            Compression::Gzip => ureq::config::AutoHeaderValue::Default,
-            Compression::None => ureq::config::AutoHeaderValue::None,
-        };
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .accept_encoding(accept_encoding)
+            // Asked per request (`accept_gzip`): ureq inflates an answer
+            // by its Content-Encoding, whoever asked for it.
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(config.connect_timeout))
             .max_redirects(0)
@@ -251,6 +250,8 @@ impl Transport {
         let base_url = config.base_url();
         Ok(Transport {
             agent,
+            gzip: GzipPool::default(),
+            accept_gzip: config.compression == Some(Compression::Gzip),
             dns,
             query_url: format!("{base_url}/_query"),
             base_url,
@@ -258,20 +259,15 @@ impl Transport {
     }
 
     /// Posts one Kuzzle request (a JSON object, possibly gzip-encoded) to
-    /// `/_query`. `Err` only when no complete HTTP answer came.
+    /// `/_query` and reads the answer. `Err` only when no complete HTTP
+    /// answer came.
     pub fn post_query(&self, body: &[u8], gzip: bool, token: Option<&str>) -> Result<Reply> {
-        self.post_query_into(body, gzip, token, Vec::new())
+        self.post(body, gzip, token)?.read(Vec::new())
     }
 
-    /// `post_query`, reading the answer into `buffer` (emptied, capacity
-    /// reused).
-    pub fn post_query_into(
-        &self,
-        body: &[u8],
-        gzip: bool,
-        token: Option<&str>,
-        buffer: Vec<u8>,
-    ) -> Result<Reply> {
+    /// Sends the request; its answer is read later, so that the buffer that
+    /// held the request can take it.
+    pub fn post(&self, body: &[u8], gzip: bool, token: Option<&str>) -> Result<Pending<'_>> {
         let mut req = self
             .agent
             .post(&self.query_url)
@@ -279,30 +275,62 @@ impl Transport {
         if gzip {
             req = req.header("content-encoding", "gzip");
         }
+        if self.accept_gzip {
+            req = req.header("accept-encoding", "gzip");
+        }
         if let Some(token) = token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         // A byte slice has a known size: ureq sends it with a Content-Length.
-        self.reply(req.send(body), buffer)
+        self.pending(req.send(body))
     }
 
     /// A GET on a path that needs no authentication (health probe).
     pub fn get(&self, path: &str) -> Result<Reply> {
         let sent = self.agent.get(format!("{}{path}", self.base_url)).call();
-        self.reply(sent, Vec::new())
+        self.pending(sent)?.read(Vec::new())
     }
 
-    /// Reads the answer to a request into `buffer`. A request that failed,
-    /// sending or reading, makes the next one look the name up again, in
-    /// case Kuzzle moved.
-    fn reply(
+    /// A request that failed, sending or reading, makes the next one look
+    /// the name up again, in case Kuzzle moved.
+    fn pending(
         &self,
         sent: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        buffer: Vec<u8>,
-    ) -> Result<Reply> {
-        sent.map_err(classify)
-            .and_then(|response| read_reply(response, buffer))
-            .inspect_err(|_| self.dns.forget())
+    ) -> Result<Pending<'_>> {
+        match sent {
+            Ok(response) => Ok(Pending::Unread(response, &self.dns)),
+            Err(e) => {
+                self.dns.forget();
+                Err(classify(e))
+            }
+        }
+    }
+}
+
+/// An answer whose status and headers came in: its body not read yet, or
+/// already read.
+pub enum Pending<'t> {
+    Unread(ureq::http::Response<ureq::Body>, &'t DnsCache),
+    Read(Reply),
+}
+
+impl Pending<'_> {
+    pub fn http(&self) -> u16 {
+        match self {
+            Pending::Unread(response, _) => response.status().as_u16(),
+            Pending::Read(reply) => reply.http,
+        }
+    }
+
+    /// The answer, read into `buffer` (its contents overwritten, its
+    /// capacity reused).
+    pub fn read(self, buffer: Vec<u8>) -> Result<Reply> {
+        match self {
+            Pending::Unread(response, dns) => {
+                read_reply(response, buffer).inspect_err(|_| dns.forget())
+            }
+            Pending::Read(reply) => Ok(reply),
+        }
     }
 }
 
@@ -421,28 +449,62 @@ fn is_tls_io(io: &std::io::Error) -> bool {
         .any(|w| text.contains(w))
 }
 
-/// Compresses a request body.
-pub fn gzip(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    gzip_into(raw, &mut out);
-    out
+/// A gzip compressor kept from one request to the next: a new deflate state
+/// is ~750 KB to allocate and fault in, for each request otherwise.
+pub struct Gzip(flate2::Compress);
+
+impl Default for Gzip {
+    fn default() -> Gzip {
+        Gzip(flate2::Compress::new(
+            flate2::Compression::new(GZIP_LEVEL),
+            false,
+        ))
+    }
 }
 
-/// Compresses a request body into `out` (emptied first).
-pub fn gzip_into(raw: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(raw.len() / 4 + 64);
-    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(raw);
-    let _ = enc.finish();
+/// Compressors shared by a client's threads. Compressing a request takes a
+/// millisecond where sending it takes many: a few serve every worker, and
+/// fewer states stay in memory than one per worker (6 MB for 8).
+#[derive(Default)]
+pub struct GzipPool(Mutex<Vec<Gzip>>);
+
+impl GzipPool {
+    /// `raw` as a gzip member, into `out` (emptied first).
+    pub fn compress(&self, raw: &[u8], out: &mut Vec<u8>) {
+        // A compressor is whole between calls, even after a panic.
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gzip = lock().pop().unwrap_or_default();
+        gzip.compress(raw, out);
+        lock().push(gzip);
+    }
 }
 
-/// The body to put on the wire for a raw JSON request body.
-pub fn encode(raw: Vec<u8>, compression: Compression) -> (Vec<u8>, bool) {
-    match compression {
-        Compression::None => (raw, false),
-        Compression::Gzip => (gzip(&raw), true),
+/// gzip's header (RFC 1952) without name, time or flags; OS "unknown".
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+impl Gzip {
+    /// `raw` as a gzip member, into `out` (emptied first).
+    pub fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(raw.len() / 4 + 64);
+        out.extend_from_slice(&GZIP_HEADER);
+        let deflate = &mut self.0;
+        deflate.reset();
+        loop {
+            let done = deflate.total_in() as usize;
+            match deflate.compress_vec(&raw[done..], out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => break,
+                // Out of room: more, and go on.
+                Ok(_) => out.reserve(out.capacity() / 2 + 1024),
+                // Deflating into memory only fails on a misuse of the stream.
+                Err(e) => unreachable!("deflate: {e}"),
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(raw);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE: the length modulo 2^32.
+        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     }
 }
 
@@ -499,13 +561,29 @@ mod tests {
     #[test]
     fn gzip_roundtrip() {
         use std::io::Read;
-        let raw = br#"{"documents":[{"body":{"t":21.5}}]}"#.repeat(100);
-        let packed = gzip(&raw);
-        assert!(packed.len() < raw.len() / 10);
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&packed[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, raw);
+        let mut packer = Gzip::default();
+        let mut packed = Vec::new();
+        // Reused, and with outputs larger than first reserved (noise).
+        for raw in [
+            br#"{"documents":[{"body":{"t":21.5}}]}"#.repeat(100),
+            Vec::new(),
+            (0..300_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+            br#"{"a":1}"#.to_vec(),
+        ] {
+            packer.compress(&raw, &mut packed);
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&packed[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, raw);
+            if raw.starts_with(b"{\"documents") {
+                assert!(packed.len() < raw.len() / 10);
+            }
+        }
+        let pool = GzipPool::default();
+        pool.compress(b"x", &mut packed);
+        assert_eq!(packed[..10], GZIP_HEADER);
     }
 }

@@ -6,6 +6,7 @@ use common::*;
 use kuzzle::kuzzle_status as S;
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::time::Duration;
 
 #[test]
 fn happy_path_reports_every_document() {
@@ -142,6 +143,47 @@ fn gzip_on_and_off_both_store() {
         );
         assert_eq!(arr_len(&r, "successes"), 3_000);
         assert_eq!(h.count(&index, "c"), 3_000, "{compression}");
+    }
+}
+
+/// What goes on the wire, counted by a proxy: gzip'd requests with
+/// "gzip", plain ones with "none"; "auto" towards a loopback address
+/// compresses only when Kuzzle answers slowly, as a distant one behind a
+/// local tunnel does (30 ms before each connection's first byte here).
+#[test]
+fn compression_on_the_wire_and_auto_settled_by_the_round_trip() {
+    let port = default_stack().port;
+    let near = Proxy::start(port);
+    let far = Proxy::delayed(port, Duration::from_millis(30));
+    let docs = sensor_docs(3_000, Some("w"));
+    let plain = docs.to_string().len();
+    for (proxy, compression, gzip) in [
+        (&near, "gzip", true),
+        (&near, "none", false),
+        (&near, "auto", false),
+        (&far, "auto", true),
+    ] {
+        let delayed = std::ptr::eq(proxy, &far);
+        let what = format!("{compression}, delayed: {delayed}");
+        let h = connect(&json!({"host":"127.0.0.1","port":proxy.port,"compression":compression}));
+        let index = fresh_index(&h, "wire");
+        let before = proxy.bytes_up();
+        let (status, r) = h.mwrite(&index, "c", &docs, None);
+        let sent = proxy.bytes_up() - before;
+        assert_eq!(status, S::KUZZLE_OK, "{what}: {:.300}", r.to_string());
+        assert_eq!(arr_len(&r, "successes"), 3_000, "{what}");
+        if gzip {
+            assert!(
+                sent < plain / 3,
+                "{what}: {sent} bytes sent for {plain} of JSON"
+            );
+        } else {
+            assert!(
+                sent > plain,
+                "{what}: {sent} bytes sent for {plain} of JSON"
+            );
+        }
+        assert_eq!(h.count(&index, "c"), 3_000, "{what}");
     }
 }
 

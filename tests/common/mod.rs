@@ -275,9 +275,13 @@ pub fn arr_len(v: &Value, key: &str) -> usize {
 /// A loopback TCP proxy to Kuzzle that can be cut, or turned into a black
 /// hole that accepts connections and never answers: lets a test make the
 /// server vanish or hang under a connected client without touching the stack.
+/// With a delay, each connection waits that long before its first byte goes
+/// on: a distant Kuzzle behind a local tunnel, as the client sees it.
 pub struct Proxy {
     pub port: u16,
     mode: Arc<AtomicUsize>,
+    /// Bytes sent by clients towards Kuzzle.
+    up: Arc<AtomicUsize>,
 }
 
 const OPEN: usize = 0;
@@ -286,10 +290,15 @@ const BLACKHOLE: usize = 2;
 
 impl Proxy {
     pub fn start(target: u16) -> Proxy {
+        Proxy::delayed(target, Duration::ZERO)
+    }
+
+    pub fn delayed(target: u16, delay: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicUsize::new(OPEN));
-        let flag = mode.clone();
+        let up = Arc::new(AtomicUsize::new(0));
+        let (flag, counter) = (mode.clone(), up.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for conn in listener.incoming() {
@@ -299,12 +308,16 @@ impl Proxy {
                     BLACKHOLE => held.extend(conn.ok()),
                     _ => {
                         let Ok(client) = conn else { continue };
-                        std::thread::spawn(move || pipe(client, target));
+                        let counter = counter.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(delay);
+                            pipe(client, target, &counter)
+                        });
                     }
                 }
             }
         });
-        Proxy { port, mode }
+        Proxy { port, mode, up }
     }
 
     /// Stops accepting: the next connection attempt is refused.
@@ -319,25 +332,32 @@ impl Proxy {
     pub fn blackhole(&self) {
         self.mode.store(BLACKHOLE, Ordering::SeqCst);
     }
+
+    /// Bytes sent towards Kuzzle so far.
+    pub fn bytes_up(&self) -> usize {
+        self.up.load(Ordering::SeqCst)
+    }
 }
 
-fn pipe(client: TcpStream, target: u16) {
+fn pipe(client: TcpStream, target: u16, up: &AtomicUsize) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
         return;
     };
-    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let up = std::thread::spawn(move || copy(&mut c2, &mut s2));
-    let (mut c, mut s) = (client, server);
-    copy(&mut s, &mut c);
-    let _ = up.join();
+    let (mut c, mut s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    std::thread::scope(|scope| {
+        scope.spawn(|| copy(&mut c, &mut s, up));
+        let (mut c, mut s) = (client, server);
+        copy(&mut s, &mut c, &AtomicUsize::new(0));
+    });
 }
 
-fn copy(from: &mut TcpStream, to: &mut TcpStream) {
+fn copy(from: &mut TcpStream, to: &mut TcpStream, counted: &AtomicUsize) {
     let mut buf = [0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                counted.fetch_add(n, Ordering::SeqCst);
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
