@@ -24,8 +24,9 @@ struct Session {
 pub struct Client {
     pub config: Config,
     transport: Transport,
-    /// `config.compression`, "auto" settled.
+    /// `config.compression` and `config.concurrency`, settled.
     compression: Compression,
+    concurrency: usize,
     /// The JWT of a `local` login. A mutex, not a RwLock: renewals are rare
     /// and short, reads are a clone of a short string.
     session: Mutex<Option<Session>>,
@@ -46,13 +47,22 @@ impl Client {
     /// Kuzzle answers.
     pub fn connect(config: Config) -> Result<Client> {
         let mut transport = Transport::new(&config)?;
-        let compression = config
-            .compression
-            .unwrap_or_else(|| settle_auto(&transport));
+        // What was left to "auto", with a loopback host, depends on whether
+        // Kuzzle is really on this machine.
+        let unsettled = config.compression.is_none() || config.concurrency.is_none();
+        let nearby = config.loopback() && unsettled && nearby(&transport);
+        let compression = config.compression.unwrap_or(match nearby {
+            true => Compression::None,
+            false => Compression::Gzip,
+        });
         transport.accept_gzip = compression == Compression::Gzip;
         let client = Client {
             transport,
             compression,
+            concurrency: config.concurrency.unwrap_or(match nearby {
+                true => NEARBY_CONCURRENCY,
+                false => CONCURRENCY,
+            }),
             session: Mutex::new(None),
             id_prefix: random_prefix()?,
             id_counter: AtomicU64::new(0),
@@ -294,42 +304,54 @@ impl Client {
         self.compression
     }
 
+    /// Requests in flight at most, per call.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     /// `raw` gzip'd into `out`, by one of the client's compressors.
     pub fn gzip(&self, raw: &[u8], out: &mut Vec<u8>) {
         self.transport.gzip.compress(raw, out);
     }
 }
 
-/// A Kuzzle on this machine answers its health check in about a
-/// millisecond; through any real link it takes a connection's setup and a
-/// round trip at least (100 ms through 50 ms of round trip).
-const NEAR: Duration = Duration::from_millis(10);
-/// How long "auto" keeps timing health checks, and at most how many: a
-/// local Kuzzle busy with other writers can be slow to answer one.
-const PROBING: Duration = Duration::from_millis(50);
-const PROBES: usize = 3;
+/// Requests in flight: enough to hide a distant Kuzzle's round trips (8 in
+/// flight through 50 ms of round trip: ~1.2x 4), and to keep one on this
+/// machine busy, parsing a request while its storage indexes another (2, 4
+/// and 8 all measured the same; each more in flight holds a request and its
+/// answer in memory).
+const CONCURRENCY: usize = 8;
+const NEARBY_CONCURRENCY: usize = 4;
 
-/// "auto" with a loopback host: Kuzzle itself (no compression: bytes cost
-/// nothing and gzip costs CPU on both sides) or a tunnel, sidecar or proxy
-/// to a distant one (gzip both ways), told apart by the time an answer
-/// takes.
-fn settle_auto(transport: &Transport) -> Compression {
+/// A Kuzzle on this machine answers `server:now` in about a millisecond;
+/// through any real link it takes a connection's setup and a round trip at
+/// least (100 ms through 50 ms of round trip).
+const NEAR: Duration = Duration::from_millis(10);
+/// How long "auto" keeps asking, and at most how many times: a local Kuzzle
+/// busy with other writers can be slow to answer once, hardly five times.
+const PROBING: Duration = Duration::from_millis(100);
+const PROBES: usize = 5;
+
+/// With a loopback host: whether it is Kuzzle itself, or a tunnel, sidecar
+/// or proxy to a distant one, told apart by the time an answer takes.
+fn nearby(transport: &Transport) -> bool {
     let start = Instant::now();
     for _ in 0..PROBES {
         let sent = Instant::now();
-        // Any HTTP answer times the trip. A failure is left to the checks
-        // that follow, which report it.
-        if transport.get("/_healthcheck").is_err() {
+        // The cheapest action (no storage, no cache); any HTTP answer, a
+        // 401 too, times the trip. A failure is left to the checks that
+        // follow, which report it.
+        if transport.get("/_now").is_err() {
             break;
         }
         if sent.elapsed() < NEAR {
-            return Compression::None;
+            return true;
         }
         if start.elapsed() >= PROBING {
             break;
         }
     }
-    Compression::Gzip
+    false
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

@@ -55,7 +55,8 @@ pub struct Config {
     /// `None`: "auto" with a loopback host, which the client settles at
     /// connect by timing a round trip (`Client::connect`).
     pub compression: Option<Compression>,
-    pub concurrency: usize,
+    /// `None`: not given, settled at connect like `compression`.
+    pub concurrency: Option<usize>,
     pub ca_file: Option<String>,
     pub tls_verify: bool,
     pub retries: u32,
@@ -77,7 +78,7 @@ impl Default for Config {
             max_documents_per_request: 2_000,
             // "auto" with the default host (localhost).
             compression: None,
-            concurrency: 8,
+            concurrency: None,
             ca_file: None,
             tls_verify: true,
             retries: 5,
@@ -214,7 +215,7 @@ impl Config {
             Some(_) => return Err(keys.ill_typed("compression", "\"auto\", \"gzip\" or \"none\"")),
         };
         if let Some(n) = keys.uint("concurrency", 1, 64)? {
-            c.concurrency = n as usize;
+            c.concurrency = Some(n as usize);
         }
         c.ca_file = keys.string("caFile")?;
         c.tls_verify = keys.bool("tlsVerify")?.unwrap_or(true);
@@ -227,6 +228,11 @@ impl Config {
             .unwrap_or(c.retry_deadline);
         c.generate_ids = keys.bool("generateIds")?.unwrap_or(c.generate_ids);
         Ok(c)
+    }
+
+    /// `host` is `localhost` or a loopback address.
+    pub fn loopback(&self) -> bool {
+        is_loopback(&self.host)
     }
 
     /// `http://host:port` or `https://host:port`.
@@ -339,7 +345,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.base_url(), "https://[::1]:7600");
         assert_eq!(c.compression, Some(Compression::None));
-        assert_eq!(c.concurrency, 2);
+        assert_eq!(c.concurrency, Some(2));
     }
 
     #[test]

@@ -134,10 +134,11 @@ unsafe fn client_call(
 /// wrong types are `KUZZLE_ERR_INVALID_ARGUMENT`.
 ///
 /// Logs in when credentials are given, and checks that Kuzzle answers.
-/// With `compression` `"auto"` (the default) and a loopback `host`, it also
-/// times a health check: under 10 ms, Kuzzle is on this machine and nothing
-/// is compressed; slower, it is a tunnel or proxy to a distant Kuzzle, and
-/// requests and answers are gzip'd.
+/// With a loopback `host` and `compression` or `concurrency` left to their
+/// defaults, it also times a few `server:now` (100 ms at most): one answered
+/// within 10 ms means Kuzzle is on this machine (no compression, 4 requests
+/// in flight); slower, it is a tunnel or proxy to a distant Kuzzle (gzip
+/// both ways, 8 in flight, as for any other host).
 ///
 /// On success `*out_client` receives a handle to release with
 /// `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.
