@@ -261,6 +261,20 @@ static void test_tls_auth_forbidden(kuzzle_client *admin) {
   kuzzle_free_result(out);
 }
 
+static void test_info(kuzzle_client *c) {
+  char *out = (char *)&passed; /* must be set */
+  kuzzle_status st = kuzzle_client_info(c, &out);
+  CHECK(st == KUZZLE_OK && out && strstr(out, "\"compression\":") &&
+            strstr(out, "\"concurrency\":") && strstr(out, "\"auth\":\"anonymous\""),
+        "info: %s", st == KUZZLE_OK && out ? out : "");
+  kuzzle_free_result(out);
+  st = kuzzle_client_info(NULL, &out);
+  CHECK(st == KUZZLE_ERR_INVALID_ARGUMENT && out && strstr(out, "\"error\""),
+        "info on NULL");
+  kuzzle_free_result(out);
+  CHECK(kuzzle_client_info(c, NULL) == KUZZLE_ERR_INVALID_ARGUMENT, "info, NULL out");
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: test_contract HOST PORT\n");
@@ -272,6 +286,7 @@ int main(int argc, char **argv) {
   test_connect_errors();
   kuzzle_client *c = connect_ok();
   if (c) {
+    test_info(c);
     test_mwrite(c);
     test_tls_auth_forbidden(c);
   }

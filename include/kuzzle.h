@@ -71,7 +71,7 @@ typedef enum kuzzle_status {
  `kuzzle_connect`, release it with `kuzzle_disconnect`.
 
  Thread safety: one handle may be used by many threads at once for
- `kuzzle_mwrite` and `kuzzle_query`. Only `kuzzle_disconnect` must not run
+ `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only `kuzzle_disconnect` must not run
  while another call on the same handle is in progress.
  */
 typedef struct kuzzle_client kuzzle_client;
@@ -92,10 +92,12 @@ extern "C" {
 
  Logs in when credentials are given, and checks that Kuzzle answers.
  With a loopback `host` and `compression` or `concurrency` left to their
- defaults, it also times a few `server:now` (100 ms at most): one answered
- within 10 ms means Kuzzle is on this machine (no compression, 4 requests
- in flight); slower, it is a tunnel or proxy to a distant Kuzzle (gzip
- both ways, 8 in flight, as for any other host).
+ defaults, it first asks `server:now` up to 3 times (0.25 s each at
+ most): an answer within 10 ms means Kuzzle is on this machine (no
+ compression, 4 requests in flight); three slower ones, a tunnel or proxy
+ to a distant Kuzzle (gzip both ways, 8 in flight, as for any other
+ host). `kuzzle_client_info` tells what was settled; setting both keys
+ skips this.
 
  On success `*out_client` receives a handle to release with
  `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.
@@ -167,6 +169,26 @@ enum kuzzle_status kuzzle_mwrite(struct kuzzle_client *client,
 enum kuzzle_status kuzzle_query(struct kuzzle_client *client,
                                 const char *request_json,
                                 char **out_result_json);
+
+/*
+ The settings a client runs with, those that `kuzzle_connect` settled
+ included (`compression` and `concurrency` left to "auto"), as a JSON
+ object with the configuration's key names: `host`, `port`, `ssl`,
+ `auth` (`"anonymous"`, `"local"` or `"token"`), `username` (or null),
+ `compression` (`"none"` or `"gzip"`), `concurrency`, `maxRequestBytes`,
+ `maxDocumentsPerRequest`, `timeoutMs`, `connectTimeoutMs`, `caFile`,
+ `tlsVerify`, `retries`, `retryBackoffMs`, `retryDeadlineMs`,
+ `generateIds`. No password, token or API key appears in it. Useful to
+ log what a gateway runs with.
+
+ `*out_info_json` always receives a string to release with
+ `kuzzle_free_result` (`{"error":{...}}` when `client` is NULL).
+ Thread-safe on a shared handle.
+
+ # Safety
+ `out_info_json` is NULL or writable; `client` is NULL or a live handle.
+ */
+enum kuzzle_status kuzzle_client_info(struct kuzzle_client *client, char **out_info_json);
 
 /*
  Releases a string returned by libkuzzle. NULL is a no-op. Each string is

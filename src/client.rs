@@ -50,7 +50,8 @@ impl Client {
         // What was left to "auto", with a loopback host, depends on whether
         // Kuzzle is really on this machine.
         let unsettled = config.compression.is_none() || config.concurrency.is_none();
-        let nearby = config.loopback() && unsettled && nearby(&transport);
+        let nearby =
+            config.loopback() && unsettled && nearby(&transport, PROBE_TIMEOUT.min(config.timeout));
         let compression = config.compression.unwrap_or(match nearby {
             true => Compression::None,
             false => Compression::Gzip,
@@ -79,7 +80,7 @@ impl Client {
     }
 
     fn check_alive(&self) -> Result<()> {
-        let reply = self.transport.get("/_healthcheck")?;
+        let reply = self.transport.get("/_healthcheck", None)?;
         if reply.http == 200 {
             Ok(())
         } else {
@@ -217,7 +218,12 @@ impl Client {
         if sent.http() != 401 || token.is_none() {
             return Ok(sent);
         }
-        let reply = sent.read(Vec::new())?;
+        // Kuzzle refused the request: it did not run it, whatever happens
+        // to the rest of its answer.
+        let reply = sent.read(Vec::new()).map_err(|mut e| {
+            e.in_doubt = false;
+            e
+        })?;
         if let Answer::Error { error, .. } = reply.answer() {
             if (error.id == "security.token.expired" || error.id == "security.token.invalid")
                 && self.renew_after_rejection(token.as_deref())
@@ -309,6 +315,41 @@ impl Client {
         self.concurrency
     }
 
+    /// The settings in effect, "auto" settled, as `kuzzle_connect`'s
+    /// configuration keys (credentials named, never given).
+    pub fn info(&self) -> String {
+        let c = &self.config;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (auth, username) = match &c.credentials {
+            Credentials::Anonymous => ("anonymous", None),
+            Credentials::Local { username, .. } => ("local", Some(username.as_str())),
+            Credentials::Token(_) => ("token", None),
+        };
+        serde_json::json!({
+            "host": c.host,
+            "port": c.port,
+            "ssl": c.ssl,
+            "auth": auth,
+            "username": username,
+            "compression": match self.compression {
+                Compression::None => "none",
+                Compression::Gzip => "gzip",
+            },
+            "concurrency": self.concurrency,
+            "maxRequestBytes": c.max_request_bytes,
+            "maxDocumentsPerRequest": c.max_documents_per_request,
+            "timeoutMs": ms(c.timeout),
+            "connectTimeoutMs": ms(c.connect_timeout),
+            "caFile": c.ca_file,
+            "tlsVerify": c.tls_verify,
+            "retries": c.retries,
+            "retryBackoffMs": ms(c.retry_backoff),
+            "retryDeadlineMs": ms(c.retry_deadline),
+            "generateIds": c.generate_ids,
+        })
+        .to_string()
+    }
+
     /// `raw` gzip'd into `out`, by one of the client's compressors.
     pub fn gzip(&self, raw: &[u8], out: &mut Vec<u8>) {
         self.transport.gzip.compress(raw, out);
@@ -327,28 +368,28 @@ const NEARBY_CONCURRENCY: usize = 4;
 /// through any real link it takes a connection's setup and a round trip at
 /// least (100 ms through 50 ms of round trip).
 const NEAR: Duration = Duration::from_millis(10);
-/// How long "auto" keeps asking, and at most how many times: a local Kuzzle
-/// busy with other writers can be slow to answer once, hardly five times.
-const PROBING: Duration = Duration::from_millis(100);
-const PROBES: usize = 5;
+/// How many times it is asked: a local Kuzzle busy with other writers can
+/// be slow to answer once, hardly three times in a row.
+const PROBES: usize = 3;
+/// An answer slower than that is slow enough to tell: no probe waits longer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// With a loopback host: whether it is Kuzzle itself, or a tunnel, sidecar
-/// or proxy to a distant one, told apart by the time an answer takes.
-fn nearby(transport: &Transport) -> bool {
-    let start = Instant::now();
+/// or proxy to a distant one, told apart by the time an answer takes. Only
+/// three slow answers make it distant (at most 0.75 s): taking a local
+/// Kuzzle for a distant one costs it gzip and more requests in flight on
+/// its own CPU; the other mistake only costs bytes on a short link.
+fn nearby(transport: &Transport, timeout: Duration) -> bool {
     for _ in 0..PROBES {
         let sent = Instant::now();
         // The cheapest action (no storage, no cache); any HTTP answer, a
-        // 401 too, times the trip. A failure is left to the checks that
-        // follow, which report it.
-        if transport.get("/_now").is_err() {
-            break;
-        }
-        if sent.elapsed() < NEAR {
-            return true;
-        }
-        if start.elapsed() >= PROBING {
-            break;
+        // 401 too, times the trip.
+        match transport.get("/_now", Some(timeout)) {
+            Ok(_) if sent.elapsed() < NEAR => return true,
+            Ok(_) => {}
+            Err(e) if e.status == Status::KUZZLE_ERR_TIMEOUT => {}
+            // Nothing to time: the checks that follow report the failure.
+            Err(_) => return true,
         }
     }
     false

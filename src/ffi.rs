@@ -20,7 +20,7 @@ use std::ptr;
 /// `kuzzle_connect`, release it with `kuzzle_disconnect`.
 ///
 /// Thread safety: one handle may be used by many threads at once for
-/// `kuzzle_mwrite` and `kuzzle_query`. Only `kuzzle_disconnect` must not run
+/// `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only `kuzzle_disconnect` must not run
 /// while another call on the same handle is in progress.
 #[allow(non_camel_case_types)]
 pub struct kuzzle_client {
@@ -135,10 +135,12 @@ unsafe fn client_call(
 ///
 /// Logs in when credentials are given, and checks that Kuzzle answers.
 /// With a loopback `host` and `compression` or `concurrency` left to their
-/// defaults, it also times a few `server:now` (100 ms at most): one answered
-/// within 10 ms means Kuzzle is on this machine (no compression, 4 requests
-/// in flight); slower, it is a tunnel or proxy to a distant Kuzzle (gzip
-/// both ways, 8 in flight, as for any other host).
+/// defaults, it first asks `server:now` up to 3 times (0.25 s each at
+/// most): an answer within 10 ms means Kuzzle is on this machine (no
+/// compression, 4 requests in flight); three slower ones, a tunnel or proxy
+/// to a distant Kuzzle (gzip both ways, 8 in flight, as for any other
+/// host). `kuzzle_client_info` tells what was settled; setting both keys
+/// skips this.
 ///
 /// On success `*out_client` receives a handle to release with
 /// `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.
@@ -273,6 +275,35 @@ pub unsafe extern "C" fn kuzzle_query(
             // SAFETY: NULL or a NUL-terminated string per the contract.
             let request = arg(request_json, "request_json")?;
             Ok((Status::KUZZLE_OK, client.query(request)?))
+        })
+    }
+}
+
+/// The settings a client runs with, those that `kuzzle_connect` settled
+/// included (`compression` and `concurrency` left to "auto"), as a JSON
+/// object with the configuration's key names: `host`, `port`, `ssl`,
+/// `auth` (`"anonymous"`, `"local"` or `"token"`), `username` (or null),
+/// `compression` (`"none"` or `"gzip"`), `concurrency`, `maxRequestBytes`,
+/// `maxDocumentsPerRequest`, `timeoutMs`, `connectTimeoutMs`, `caFile`,
+/// `tlsVerify`, `retries`, `retryBackoffMs`, `retryDeadlineMs`,
+/// `generateIds`. No password, token or API key appears in it. Useful to
+/// log what a gateway runs with.
+///
+/// `*out_info_json` always receives a string to release with
+/// `kuzzle_free_result` (`{"error":{...}}` when `client` is NULL).
+/// Thread-safe on a shared handle.
+///
+/// # Safety
+/// `out_info_json` is NULL or writable; `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_client_info(
+    client: *mut kuzzle_client,
+    out_info_json: *mut *mut c_char,
+) -> kuzzle_status {
+    // SAFETY: NULL or live handle, NULL or writable out, per the contract.
+    unsafe {
+        client_call(client, out_info_json, |client| {
+            Ok((Status::KUZZLE_OK, client.info()))
         })
     }
 }

@@ -1007,7 +1007,7 @@ impl Job<'_> {
                     continue;
                 }
             };
-            let next = self.answer(&reply, &docs, sink.out(), &mut backoff);
+            let next = self.answer(&reply, &docs, sink, &mut backoff);
             bufs.raw = reply.into_buffer();
             match next {
                 Next::Done => return,
@@ -1017,21 +1017,22 @@ impl Job<'_> {
         }
     }
 
-    /// Records Kuzzle's answer about `docs`, or says what to do instead.
-    fn answer(
-        &self,
-        reply: &Reply,
-        docs: &[Doc],
-        out: &mut Fragment,
-        backoff: &mut Backoff,
-    ) -> Next {
-        let mark = out.mark();
-        if fast_record(reply, out, self.with_source, docs) {
-            check_count(docs, mark, out);
-            return Next::Done;
+    /// Records Kuzzle's answer about `docs`, or says what to do instead
+    /// (then writing nothing: the sink is chosen by what is written).
+    fn answer(&self, reply: &Reply, docs: &[Doc], sink: &mut Sink, backoff: &mut Backoff) -> Next {
+        // Only a success can be read fast (an error status never is).
+        if reply.http < 400 {
+            let out = sink.out();
+            let mark = out.mark();
+            if fast_record(reply, out, self.with_source, docs) {
+                check_count(docs, mark, out);
+                return Next::Done;
+            }
         }
         match reply.decode::<MWriteResult>() {
             Answer::Result(Some(result)) => {
+                let out = sink.out();
+                let mark = out.mark();
                 record(result, out, self.with_source);
                 check_count(docs, mark, out);
             }
@@ -1041,18 +1042,18 @@ impl Job<'_> {
                     Some("libkuzzle.bad_response"),
                     "mWrite answer has no result",
                 );
-                out.fail(docs, e);
+                sink.out().fail(docs, e);
             }
             Answer::Error { error, details } => match error.http {
                 413 if docs.len() > 1 => return Next::Split,
                 // Alone and still too large for this server: that
                 // document's own rejection, the call goes on.
-                413 => out.doc_error(&docs[0], 413, &error.message),
+                413 => sink.out().doc_error(&docs[0], 413, &error.message),
                 http if retry::refused_for_now(http) && backoff.wait() => return Next::Retry,
                 400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
-                    strict_partial(docs, details, out, self.with_source);
+                    strict_partial(docs, details, sink.out(), self.with_source);
                 }
-                _ => out.fail(docs, error),
+                _ => sink.out().fail(docs, error),
             },
         }
         Next::Done
@@ -1317,6 +1318,8 @@ pub fn mwrite(
         }
         work();
     });
+    let merge = merge.into_inner().unwrap_or_else(|p| p.into_inner());
+    debug_assert!(merge.parked.is_empty(), "a request's results left out");
     let Fragment {
         successes: mut json,
         errors,
@@ -1324,8 +1327,6 @@ pub fn mwrite(
         failure,
         ..
     } = merge
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
         .all
         // Every request handed it back: the scope above ended without a
         // panic.

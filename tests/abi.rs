@@ -138,6 +138,16 @@ fn mwrite_and_query_reject_null_and_non_utf8() {
             S::KUZZLE_ERR_INVALID_ARGUMENT
         );
 
+        assert_eq!(
+            kuzzle_client_info(ptr::null_mut(), &mut out),
+            S::KUZZLE_ERR_INVALID_ARGUMENT
+        );
+        error_of(&take(out));
+        assert_eq!(
+            kuzzle_client_info(h.0, ptr::null_mut()),
+            S::KUZZLE_ERR_INVALID_ARGUMENT
+        );
+
         // NULL is a no-op for the release functions.
         kuzzle_free_result(ptr::null_mut());
         kuzzle_disconnect(ptr::null_mut());

@@ -140,6 +140,16 @@ fn secrets_never_appear_in_errors_or_results() {
     let h = connect(&cfg(json!({"apiKey": key})));
     let (_, r) = h.mwrite(&index, "nosuchcollection", &sensor_docs(2, Some("k")), None);
     seen.push(r.to_string());
+    // The settings a client reports name its credentials, never give them.
+    let info = h.info();
+    assert_eq!(info["auth"], "token", "{info}");
+    seen.push(info.to_string());
+    let info = admin.info();
+    assert_eq!(
+        (&info["auth"], &info["username"]),
+        (&json!("local"), &json!(user))
+    );
+    seen.push(info.to_string());
     for text in &seen {
         assert!(!text.contains(secret), "secret leaked: {text}");
         assert!(!text.contains(key.as_str()), "API key leaked: {text}");

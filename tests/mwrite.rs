@@ -149,7 +149,8 @@ fn gzip_on_and_off_both_store() {
 /// What goes on the wire, counted by a proxy: gzip'd requests with
 /// "gzip", plain ones with "none"; "auto" towards a loopback address
 /// compresses only when Kuzzle answers slowly, as a distant one behind a
-/// local tunnel does (30 ms before each connection's first byte here).
+/// local tunnel does (30 ms before each connection's first byte here), and
+/// then sends 8 requests at once instead of 4; kuzzle_client_info says so.
 #[test]
 fn compression_on_the_wire_and_auto_settled_by_the_round_trip() {
     let port = default_stack().port;
@@ -157,15 +158,23 @@ fn compression_on_the_wire_and_auto_settled_by_the_round_trip() {
     let far = Proxy::delayed(port, Duration::from_millis(30));
     let docs = sensor_docs(3_000, Some("w"));
     let plain = docs.to_string().len();
-    for (proxy, compression, gzip) in [
-        (&near, "gzip", true),
-        (&near, "none", false),
-        (&near, "auto", false),
-        (&far, "auto", true),
+    for (proxy, compression, gzip, concurrency) in [
+        (&near, "gzip", true, 4),
+        (&near, "none", false, 4),
+        (&near, "auto", false, 4),
+        (&far, "auto", true, 8),
+        (&far, "none", false, 8),
     ] {
         let delayed = std::ptr::eq(proxy, &far);
         let what = format!("{compression}, delayed: {delayed}");
         let h = connect(&json!({"host":"127.0.0.1","port":proxy.port,"compression":compression}));
+        let info = h.info();
+        assert_eq!(
+            info["compression"],
+            if gzip { "gzip" } else { "none" },
+            "{what}"
+        );
+        assert_eq!(info["concurrency"], concurrency, "{what}");
         let index = fresh_index(&h, "wire");
         let before = proxy.bytes_up();
         let (status, r) = h.mwrite(&index, "c", &docs, None);

@@ -145,6 +145,8 @@ def _load(path: str) -> ctypes.CDLL:
     lib.kuzzle_mwrite.restype = c_int
     lib.kuzzle_query.argtypes = [_ClientPtr, c_char_p, _OutStr]
     lib.kuzzle_query.restype = c_int
+    lib.kuzzle_client_info.argtypes = [_ClientPtr, _OutStr]
+    lib.kuzzle_client_info.restype = c_int
     lib.kuzzle_free_result.argtypes = [c_void_p]
     lib.kuzzle_free_result.restype = None
     lib.kuzzle_disconnect.argtypes = [_ClientPtr]
@@ -433,6 +435,22 @@ class Client:
         if status not in (Status.OK, Status.PARTIAL):
             raise KuzzleError(status, result)
         return result
+
+    def info(self) -> dict:
+        """The settings the client runs with, ``"auto"`` settled
+        (``compression``, ``concurrency``), under the configuration's key
+        names; never a password, token or API key (``kuzzle_client_info``)."""
+        out = ctypes.c_void_p()
+        handle = self._enter_call()
+        try:
+            status = _lib.kuzzle_client_info(handle, ctypes.byref(out))
+        finally:
+            self._leave_call()
+            text = _take(out)
+        data = _parse(text)
+        if status != Status.OK:
+            raise KuzzleError(status, data)
+        return data
 
     def query(self, request: Mapping[str, Any]) -> Any:
         """Any Kuzzle API request, e.g. ``{"controller": "document",

@@ -246,6 +246,15 @@ def test_query_results_and_errors(kz):
         client.query('{"controller":"server","action":"now"}')
 
 
+def test_info_tells_the_settled_settings(kz):
+    client = kz.connect(maxDocumentsPerRequest=500)
+    info = client.info()
+    assert info["maxDocumentsPerRequest"] == 500
+    assert info["auth"] == "anonymous" and info["username"] is None
+    # A Kuzzle on this machine: auto settles to no gzip and 4 in flight.
+    assert (info["compression"], info["concurrency"]) == ("none", 4)
+
+
 # ---- connecting ----------------------------------------------------------------
 
 

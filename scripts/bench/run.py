@@ -232,6 +232,8 @@ def lib_configs(quick):
         ("default", {}),
         ("none c8 m1000", dict(n, concurrency=8, maxDocumentsPerRequest=1000)),
         ("none c4 m1000", dict(n, concurrency=4, maxDocumentsPerRequest=1000)),
+        ("none c2 m2000", dict(n, concurrency=2, maxDocumentsPerRequest=2000)),
+        ("none c4 m2000", dict(n, concurrency=4, maxDocumentsPerRequest=2000)),
         ("none c8 m2000", dict(n, concurrency=8, maxDocumentsPerRequest=2000)),
         ("none c4 m5000", dict(n, concurrency=4, maxDocumentsPerRequest=5000)),
         ("none c8 m5000", dict(n, concurrency=8, maxDocumentsPerRequest=5000)),

@@ -229,6 +229,14 @@ impl Handle {
         v
     }
 
+    /// kuzzle_client_info, parsed.
+    pub fn info(&self) -> Value {
+        let mut out = ptr::null_mut();
+        let status = unsafe { kuzzle_client_info(self.0, &mut out) };
+        assert_eq!(status, S::KUZZLE_OK);
+        serde_json::from_str(&take(out)).unwrap()
+    }
+
     pub fn count(&self, index: &str, collection: &str) -> u64 {
         self.query_ok(json!({"controller":"collection","action":"refresh","index":index,"collection":collection}));
         let v = self.query_ok(json!({"controller":"document","action":"count","index":index,"collection":collection,"body":{}}));
