@@ -363,10 +363,11 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>, mut buf: Vec<u8>) 
     let mut len = 0;
     loop {
         if len == buf.len() {
-            // Zeroed in steps, so that an answer of unknown length (gzip)
-            // leaves no large zeroed tail; the Vec still doubles its
-            // capacity underneath.
-            let step = buf.len().clamp(16 * 1024, 1 << 20);
+            // Zeroed in steps of a quarter, so that an answer of unknown
+            // length (gzip) leaves no large zeroed tail to fault in: the
+            // buffer comes holding its request, and the answer is ~1.3x
+            // that. The Vec still doubles its capacity underneath.
+            let step = (buf.len() / 4).clamp(16 * 1024, 1 << 20);
             buf.resize(buf.len() + step, 0);
         }
         match reader.read(&mut buf[len..]) {

@@ -440,17 +440,7 @@ class Client:
         """The settings the client runs with, ``"auto"`` settled
         (``compression``, ``concurrency``), under the configuration's key
         names; never a password, token or API key (``kuzzle_client_info``)."""
-        out = ctypes.c_void_p()
-        handle = self._enter_call()
-        try:
-            status = _lib.kuzzle_client_info(handle, ctypes.byref(out))
-        finally:
-            self._leave_call()
-            text = _take(out)
-        data = _parse(text)
-        if status != Status.OK:
-            raise KuzzleError(status, data)
-        return data
+        return self._json_call(_lib.kuzzle_client_info)
 
     def query(self, request: Mapping[str, Any]) -> Any:
         """Any Kuzzle API request, e.g. ``{"controller": "document",
@@ -459,11 +449,15 @@ class Client:
         raises :class:`KuzzleError` on any failure."""
         if not isinstance(request, Mapping):
             raise TypeError("request must be a dict with 'controller' and 'action'")
-        body = _json(dict(request), "request")
+        return self._json_call(_lib.kuzzle_query, _json(dict(request), "request"))
+
+    def _json_call(self, function, *args) -> Any:
+        """Calls ``function(handle, *args, &out)``: its JSON, parsed, or
+        :class:`KuzzleError` unless the status is OK."""
         out = ctypes.c_void_p()
         handle = self._enter_call()
         try:
-            status = _lib.kuzzle_query(handle, body, ctypes.byref(out))
+            status = function(handle, *args, ctypes.byref(out))
         finally:
             self._leave_call()
             text = _take(out)
