@@ -356,11 +356,11 @@ impl Client {
     }
 }
 
-/// Requests in flight: enough to hide a distant Kuzzle's round trips (8 in
-/// flight through 50 ms of round trip: ~1.2x 4), and to keep one on this
-/// machine busy, parsing a request while its storage indexes another (2, 4
-/// and 8 all measured the same; each more in flight holds a request and its
-/// answer in memory).
+/// Requests in flight: enough to hide a distant Kuzzle's round trips (8
+/// through 50 ms of round trip: up to 1.2x 4 in BENCHMARKS.md), and to keep
+/// one on this machine busy, parsing a request while its storage indexes
+/// another (2, 4 and 8 measured the same; each more in flight holds a
+/// request and its answer in memory).
 const CONCURRENCY: usize = 8;
 const NEARBY_CONCURRENCY: usize = 4;
 
