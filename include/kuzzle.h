@@ -71,8 +71,9 @@ typedef enum kuzzle_status {
  `kuzzle_connect`, release it with `kuzzle_disconnect`.
 
  Thread safety: one handle may be used by many threads at once for
- `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only `kuzzle_disconnect` must not run
- while another call on the same handle is in progress.
+ `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only
+ `kuzzle_disconnect` must not run while another call on the same handle
+ is in progress.
  */
 typedef struct kuzzle_client kuzzle_client;
 

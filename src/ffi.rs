@@ -20,8 +20,9 @@ use std::ptr;
 /// `kuzzle_connect`, release it with `kuzzle_disconnect`.
 ///
 /// Thread safety: one handle may be used by many threads at once for
-/// `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only `kuzzle_disconnect` must not run
-/// while another call on the same handle is in progress.
+/// `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only
+/// `kuzzle_disconnect` must not run while another call on the same handle
+/// is in progress.
 #[allow(non_camel_case_types)]
 pub struct kuzzle_client {
     inner: Client,

@@ -119,6 +119,12 @@ impl<'a> Index<'a> {
     }
 }
 
+/// The longest generated `_id` literal: quotes, prefix and at most 11
+/// base-62 digits of the counter.
+fn generated_len(prefix: &str) -> usize {
+    prefix.len() + 11 + 2
+}
+
 /// One document of the index.
 #[derive(Clone, Copy)]
 struct Doc<'a> {
@@ -145,7 +151,7 @@ impl<'a> Doc<'a> {
             let p = &index.unusual[e.at as usize];
             return (index.text(p.id, p.id_len), index.text(p.body, p.body_len));
         };
-        let text = &index.src[e.at as usize..e.at as usize + len];
+        let text = index.text(e.at, len as u32);
         match id_len {
             // {"body":…}
             0 => ("", &text[8..len - 1]),
@@ -194,7 +200,7 @@ impl<'a> Doc<'a> {
         match self.id() {
             Id::None => 0,
             Id::Given(text) => text.len(),
-            Id::Generated(prefix, _) => prefix.len() + 11 + 2,
+            Id::Generated(prefix, _) => generated_len(prefix),
         }
     }
 
@@ -205,11 +211,11 @@ impl<'a> Doc<'a> {
     fn wire_len(&self) -> usize {
         let index = self.index;
         let e = index.entries[self.i];
-        // `"_id":` and `,` around a generated literal of at most 11
-        // counter digits; `{"body":` and `}` around the body.
+        // `"_id":` and `,` around a generated literal; `{"body":` and `}`
+        // around the body.
         let generated = index
             .generated
-            .map_or(0, |(prefix, _)| prefix.len() + 11 + 2 + 7);
+            .map_or(0, |(prefix, _)| generated_len(prefix) + 7);
         if let Some((len, id_len)) = e.compact() {
             return len + if id_len == 0 { generated } else { 0 };
         }
@@ -986,10 +992,9 @@ impl Job<'_> {
                 );
                 return sink.out().doc_error(&docs[0], 413, &reason);
             }
-            let reply = match client.send(bufs.wire(), bufs.gzip) {
-                Ok(sent) => sent.read(std::mem::take(&mut bufs.raw)),
-                Err(error) => Err(error),
-            };
+            let reply = client
+                .send(bufs.wire(), bufs.gzip)
+                .and_then(|sent| sent.read(std::mem::take(&mut bufs.raw)));
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(error) => {
@@ -1247,7 +1252,6 @@ pub fn mwrite(
         // the documents that have an id leave gaps, which cost nothing.
         (client.id_prefix(), client.reserve_ids(docs.entries.len()))
     });
-    let docs = docs;
 
     let mut head = String::from(r#"{"controller":"bulk","action":"mWrite","index":"#);
     push_json_str(&mut head, index);

@@ -3,7 +3,7 @@
 //! oversized chunked body), gzip both ways, answers decoded into either a
 //! result or a classified [`Error`].
 
-use crate::config::{Compression, Config};
+use crate::config::Config;
 use crate::error::{Error, Result, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -211,7 +211,8 @@ impl Resolver for CachingResolver {
 pub struct Transport {
     agent: ureq::Agent,
     pub gzip: GzipPool,
-    /// Ask Kuzzle for gzip answers: with compression, both ways.
+    /// Ask Kuzzle for gzip answers: with compression, both ways. Set by
+    /// `Client::connect` once "auto" is settled.
     pub accept_gzip: bool,
     dns: Arc<DnsCache>,
     query_url: String,
@@ -251,7 +252,7 @@ impl Transport {
         Ok(Transport {
             agent,
             gzip: GzipPool::default(),
-            accept_gzip: config.compression == Some(Compression::Gzip),
+            accept_gzip: false,
             dns,
             query_url: format!("{base_url}/_query"),
             base_url,
@@ -455,7 +456,7 @@ fn is_tls_io(io: &std::io::Error) -> bool {
 }
 
 /// A gzip compressor kept from one request to the next: a new deflate state
-/// is ~750 KB to allocate and fault in, for each request otherwise.
+/// is ~380 KB to allocate and fault in, for each request otherwise.
 pub struct Gzip(flate2::Compress);
 
 impl Default for Gzip {
