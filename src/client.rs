@@ -1,14 +1,17 @@
 //! A connected client: configuration, transport, authentication (login,
 //! transparent JWT renewal, logout) and the generic `query`.
 
-use crate::config::{Compression, Config, Credentials};
+use crate::config::{Compression, Config, Credentials, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
-use crate::retry::{self, Backoff};
-use crate::transport::{Answer, Pending, Transport};
+use crate::mwrite::{self, Engine, Outcome};
+use crate::net::Network;
+use crate::retry::{self, Backoff, Class};
+use crate::secrets;
+use crate::transport::{Answer, Bound, Pending, Reply, Transport};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,14 @@ impl Client {
     /// Builds the client, logs in when credentials are given and checks that
     /// Kuzzle answers.
     pub fn connect(config: Config) -> Result<Client> {
+        let secrets = config.credentials.secrets();
+        Client::connect_as_configured(config).map_err(|mut e| {
+            e.message = secrets::scrub(&e.message, &secrets).into_owned();
+            e
+        })
+    }
+
+    fn connect_as_configured(config: Config) -> Result<Client> {
         let mut transport = Transport::new(&config)?;
         // What was left to "auto", with a loopback host, depends on whether
         // Kuzzle is really on this machine.
@@ -212,9 +223,11 @@ impl Client {
     /// Sends one raw Kuzzle request, already encoded for the wire, with the
     /// current token; logs in again once if the token was refused. The
     /// answer is left to read, so that `wire`'s buffer can take it.
-    pub fn send(&self, wire: &[u8], gzip: bool) -> Result<Pending<'_>> {
+    pub fn send(&self, wire: &[u8], gzip: bool, bound: Bound) -> Result<Pending<'_>> {
         let token = self.token()?;
-        let sent = self.transport.post(wire, gzip, token.as_deref())?;
+        let sent = self
+            .transport
+            .post_bounded(wire, gzip, token.as_deref(), bound)?;
         if sent.http() != 401 || token.is_none() {
             return Ok(sent);
         }
@@ -229,7 +242,9 @@ impl Client {
                 && self.renew_after_rejection(token.as_deref())
             {
                 let token = self.token()?;
-                return self.transport.post(wire, gzip, token.as_deref());
+                return self
+                    .transport
+                    .post_bounded(wire, gzip, token.as_deref(), bound);
             }
         }
         Ok(Pending::Read(reply))
@@ -268,21 +283,59 @@ impl Client {
         // action may be sent, and not every action is idempotent.
         let mut backoff = Backoff::new(&self.config, Instant::now());
         loop {
-            let reply = match self
-                .send(&wire, gzip)
+            let failure = match self
+                .send(&wire, gzip, Bound::Query)
                 .and_then(|sent| sent.read(Vec::new()))
             {
-                Ok(reply) => reply,
-                Err(e) if retry::transient(&e) && !e.in_doubt && backoff.wait() => continue,
-                Err(e) => return Err(e),
+                Ok(reply) => match reply.answer() {
+                    Answer::Result(raw) => return Ok(raw.map_or("null", |r| r.get()).to_string()),
+                    Answer::Error { error, .. } => error,
+                },
+                Err(e) => e,
             };
-            match reply.answer() {
-                Answer::Result(raw) => return Ok(raw.map_or("null", |r| r.get()).to_string()),
-                Answer::Error { error, .. }
-                    if retry::refused_for_now(error.http) && backoff.wait() => {}
-                Answer::Error { error, .. } => return Err(error),
+            if retry::class(&failure) != Class::NotRun || !backoff.wait() {
+                return Err(self.scrubbed(failure));
             }
         }
+    }
+
+    /// `kuzzle_mwrite`.
+    pub fn mwrite(
+        &self,
+        index: &str,
+        collection: &str,
+        documents: &str,
+        options: &WriteOptions,
+    ) -> Result<Outcome> {
+        let secrets = self.secrets();
+        let engine = Engine {
+            net: self,
+            config: &self.config,
+            compression: self.compression,
+            concurrency: self.concurrency,
+            gzip: &self.transport.gzip,
+            id_prefix: &self.id_prefix,
+            id_counter: &self.id_counter,
+            secrets: &secrets,
+        };
+        mwrite::mwrite(&engine, index, collection, documents, options)
+    }
+
+    /// The configured secrets and the session's JWT.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.config.credentials.secrets();
+        if let Some(s) = self.lock_session().as_ref() {
+            secrets.push(s.jwt.clone());
+        }
+        secrets
+    }
+
+    /// `e` with no secret left in its message.
+    pub fn scrubbed(&self, mut e: Error) -> Error {
+        if let Cow::Owned(clean) = secrets::scrub(&e.message, &self.secrets()) {
+            e.message = clean;
+        }
+        e
     }
 
     /// Logs out when this client logged in; errors are irrelevant then.
@@ -292,27 +345,6 @@ impl Client {
             let req = br#"{"controller":"auth","action":"logout"}"#;
             let _ = self.transport.post_query(req, false, Some(&jwt));
         }
-    }
-
-    /// Client-side document ids: `"<prefix><n in base 62>"`, unique across
-    /// clients (random prefix) and within one (counter), short to keep
-    /// requests and answers small. Reserves `n` counter values and returns
-    /// the first.
-    pub fn reserve_ids(&self, n: usize) -> u64 {
-        self.id_counter.fetch_add(n as u64, Ordering::Relaxed)
-    }
-
-    pub fn id_prefix(&self) -> &str {
-        &self.id_prefix
-    }
-
-    pub fn compression(&self) -> Compression {
-        self.compression
-    }
-
-    /// Requests in flight at most, per call.
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
     }
 
     /// The settings in effect, "auto" settled, as `kuzzle_connect`'s
@@ -353,6 +385,13 @@ impl Client {
     /// `raw` gzip'd into `out`, by one of the client's compressors.
     pub fn gzip(&self, raw: &[u8], out: &mut Vec<u8>) {
         self.transport.gzip.compress(raw, out);
+    }
+}
+
+impl Network for Client {
+    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply> {
+        let sent = self.send(&wire, gzip, Bound::Echo { raw_len })?;
+        sent.read(wire)
     }
 }
 

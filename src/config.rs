@@ -31,6 +31,17 @@ pub enum Credentials {
     Token(String),
 }
 
+impl Credentials {
+    /// What must never appear in an error or a log.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            Credentials::Anonymous => Vec::new(),
+            Credentials::Local { password, .. } => vec![password.clone()],
+            Credentials::Token(token) => vec![token.clone()],
+        }
+    }
+}
+
 // Hand-written so that secrets never reach a log through `{:?}`.
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,12 +193,12 @@ impl Config {
         keys.reject_unknown(CONFIG_KEYS)?;
         let mut c = Config::default();
         if let Some(host) = keys.string("host")? {
-            if host.is_empty() || host.contains(['/', ' ', '@', '?', '#']) {
+            c.host = host;
+            if !c.uri_parses() {
                 return Err(Error::invalid(
                     "configuration key \"host\" must be a host name or an IP address",
                 ));
             }
-            c.host = host;
         }
         if let Some(port) = keys.uint("port", 1, 65535)? {
             c.port = port as u16;
@@ -235,6 +246,24 @@ impl Config {
         is_loopback(&self.host)
     }
 
+    /// The URL of `host` and `port` is one ureq can request: a bare host
+    /// (no user, path or query), an IPv6 address when it has a colon.
+    fn uri_parses(&self) -> bool {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        if bare.is_empty()
+            || self.host.contains(['/', ' ', '@', '?', '#', '%'])
+            || ((bare.contains(':') || self.host.starts_with('['))
+                && bare.parse::<std::net::Ipv6Addr>().is_err())
+            || (self.host.starts_with('[') != self.host.ends_with(']'))
+        {
+            return false;
+        }
+        ureq::http::Uri::try_from(self.base_url()).is_ok_and(|uri| {
+            uri.host()
+                .is_some_and(|h| h.trim_start_matches('[').trim_end_matches(']') == bare)
+        })
+    }
+
     /// `http://host:port` or `https://host:port`.
     pub fn base_url(&self) -> String {
         let scheme = if self.ssl { "https" } else { "http" };
@@ -246,13 +275,52 @@ impl Config {
     }
 }
 
-/// `localhost` or a loopback address: the server is on this machine.
+/// `localhost` or an address of this machine: 127/8 and `::1`, and the
+/// unspecified `0.0.0.0` and `::`, which Linux connects to this machine;
+/// IPv4 also in the forms `inet_aton` takes (`127.1`, `0`, `0x7f.1`) and
+/// mapped into IPv6 (`::ffff:127.0.0.1`).
 fn is_loopback(host: &str) -> bool {
+    use std::net::IpAddr;
+    let local_v4 = |ip: std::net::Ipv4Addr| ip.is_loopback() || ip.is_unspecified();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || match bare.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => local_v4(ip),
+            Ok(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => local_v4(v4),
+                None => ip.is_loopback() || ip.is_unspecified(),
+            },
+            Err(_) => inet_aton(bare).is_some_and(local_v4),
+        }
+}
+
+/// An IPv4 address in any form of `inet_aton(3)`: one to four parts, each
+/// decimal, octal (`0` first) or hexadecimal (`0x` first), the last one
+/// filling the bytes left (`127.1` is 127.0.0.1, `0` is 0.0.0.0). The name
+/// resolver takes these forms, so the host they name is that address.
+fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<u64> = text.split('.').map(aton_part).collect::<Option<_>>()?;
+    let (last, head) = parts.split_last()?;
+    let last_bits = 32 - 8 * head.len() as u32;
+    if head.len() > 3 || head.iter().any(|p| *p > 255) || *last >> last_bits != 0 {
+        return None;
+    }
+    let addr = head.iter().fold(0, |a, p| a << 8 | p) << last_bits | last;
+    Some((addr as u32).into())
+}
+
+/// One part of an `inet_aton` address.
+fn aton_part(part: &str) -> Option<u64> {
+    let (digits, radix) = match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+        None => (part, 10),
+    };
+    // from_str_radix would take a sign, and u64 any part's 32 bits.
+    if digits.is_empty() || digits.len() > 11 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
 }
 
 fn credentials(keys: &Keys) -> Result<Credentials> {
@@ -346,6 +414,94 @@ mod tests {
         assert_eq!(c.base_url(), "https://[::1]:7600");
         assert_eq!(c.compression, Some(Compression::None));
         assert_eq!(c.concurrency, Some(2));
+    }
+
+    #[test]
+    fn loopback_in_every_form() {
+        for host in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.1",
+            "127.0.1",
+            "0x7f.1",
+            "0177.0.0.1",
+            "2130706433",
+            "0",
+            "0.0.0.0",
+            "::1",
+            "[::1]",
+            "::",
+            "::ffff:127.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "::ffff:0.0.0.0",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "kuzzle.example.com",
+            "10.0.0.1",
+            "128.1",
+            "1",
+            "127.256.0.1",
+            "127.0.0.1.1",
+            "127.",
+            "0x",
+            "+127.1",
+            "127.16777216",
+            "::ffff:10.0.0.1",
+            "::2",
+            "fe80::1",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+        assert_eq!(inet_aton("127.1"), Some([127, 0, 0, 1].into()));
+        assert_eq!(inet_aton("10.1.2"), Some([10, 1, 0, 2].into()));
+        assert_eq!(inet_aton("0xa.010.0x10.9"), Some([10, 8, 16, 9].into()));
+        assert_eq!(inet_aton("4294967295"), Some([255; 4].into()));
+        assert_eq!(inet_aton("4294967296"), None);
+        assert_eq!(inet_aton("09"), None, "9 is not an octal digit");
+    }
+
+    #[test]
+    fn hosts_ureq_cannot_request_are_invalid() {
+        for host in [
+            "",
+            "kuz%zle",
+            "[::1",
+            "::1]",
+            "[",
+            "a:b",
+            "fe80::1%eth0",
+            "host/path",
+            "user@host",
+            "two words",
+            "a?b",
+            "a#b",
+            "[kuzzle]",
+            "ho\\st",
+            "h\"st",
+            "<x>",
+        ] {
+            let config = serde_json::json!({ "host": host }).to_string();
+            let e = Config::from_json(&config).expect_err(host);
+            assert_eq!(e.status, Status::KUZZLE_ERR_INVALID_ARGUMENT, "{host}");
+            assert!(e.message.contains("\"host\""), "{}", e.message);
+        }
+        for host in [
+            "kuzzle",
+            "kuzzle.example.com",
+            "10.0.0.1",
+            "127.1",
+            "::1",
+            "[::1]",
+            "xn--bcher-kva.example",
+            "k_z",
+        ] {
+            let config = serde_json::json!({ "host": host }).to_string();
+            assert!(Config::from_json(&config).is_ok(), "{host}");
+        }
     }
 
     #[test]

@@ -36,40 +36,83 @@ pub enum kuzzle_status {
 
 pub use kuzzle_status as Status;
 
+/// One line of the status table.
+pub(crate) struct StatusRow {
+    pub status: Status,
+    /// For `kuzzle_status_str`: static and NUL-terminated.
+    pub text: &'static str,
+    /// The error id when Kuzzle gave none.
+    pub id: &'static str,
+}
+
+/// Every status, indexed by its value: the one place that gives each its
+/// text and error id (the order is checked below, and a test checks that
+/// none is missing).
+pub(crate) const STATUSES: [StatusRow; 11] = {
+    const fn row(status: Status, text: &'static str, id: &'static str) -> StatusRow {
+        StatusRow { status, text, id }
+    }
+    use Status::*;
+    [
+        row(KUZZLE_OK, "ok\0", "libkuzzle.ok"),
+        row(
+            KUZZLE_PARTIAL,
+            "partial: some documents were rejected\0",
+            "libkuzzle.partial",
+        ),
+        row(
+            KUZZLE_ERR_INVALID_ARGUMENT,
+            "invalid argument\0",
+            "libkuzzle.invalid_argument",
+        ),
+        row(KUZZLE_ERR_JSON, "invalid JSON\0", "libkuzzle.invalid_json"),
+        row(
+            KUZZLE_ERR_CONNECTION,
+            "connection error\0",
+            "libkuzzle.connection",
+        ),
+        row(KUZZLE_ERR_TIMEOUT, "timeout\0", "libkuzzle.timeout"),
+        row(KUZZLE_ERR_TLS, "TLS error\0", "libkuzzle.tls"),
+        row(KUZZLE_ERR_AUTH, "authentication error\0", "libkuzzle.auth"),
+        row(KUZZLE_ERR_FORBIDDEN, "forbidden\0", "libkuzzle.forbidden"),
+        row(KUZZLE_ERR_SERVER, "server error\0", "libkuzzle.server"),
+        row(
+            KUZZLE_ERR_INTERNAL,
+            "internal error\0",
+            "libkuzzle.internal",
+        ),
+    ]
+};
+
+// Indexed by value: a row out of place does not compile.
+const _: () = {
+    let mut code = 0;
+    while code < STATUSES.len() {
+        assert!(
+            STATUSES[code].status as usize == code,
+            "STATUSES out of order"
+        );
+        code += 1;
+    }
+};
+
 impl Status {
-    /// The static, NUL-terminated text of a status, for `kuzzle_status_str`.
+    /// The static, NUL-terminated text of any status value, for
+    /// `kuzzle_status_str`; "unknown status" for a value not in the table.
     pub fn describe(code: i32) -> &'static str {
-        match code {
-            0 => "ok\0",
-            1 => "partial: some documents were rejected\0",
-            2 => "invalid argument\0",
-            3 => "invalid JSON\0",
-            4 => "connection error\0",
-            5 => "timeout\0",
-            6 => "TLS error\0",
-            7 => "authentication error\0",
-            8 => "forbidden\0",
-            9 => "server error\0",
-            10 => "internal error\0",
-            _ => "unknown status\0",
-        }
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| STATUSES.get(i))
+            .map_or("unknown status\0", |row| row.text)
     }
 
     /// The libkuzzle error id used when Kuzzle gave none.
     pub fn default_id(self) -> &'static str {
-        match self {
-            Status::KUZZLE_OK => "libkuzzle.ok",
-            Status::KUZZLE_PARTIAL => "libkuzzle.partial",
-            Status::KUZZLE_ERR_INVALID_ARGUMENT => "libkuzzle.invalid_argument",
-            Status::KUZZLE_ERR_JSON => "libkuzzle.invalid_json",
-            Status::KUZZLE_ERR_CONNECTION => "libkuzzle.connection",
-            Status::KUZZLE_ERR_TIMEOUT => "libkuzzle.timeout",
-            Status::KUZZLE_ERR_TLS => "libkuzzle.tls",
-            Status::KUZZLE_ERR_AUTH => "libkuzzle.auth",
-            Status::KUZZLE_ERR_FORBIDDEN => "libkuzzle.forbidden",
-            Status::KUZZLE_ERR_SERVER => "libkuzzle.server",
-            Status::KUZZLE_ERR_INTERNAL => "libkuzzle.internal",
-        }
+        // Every variant is in the table (tested), so the fallback is only a
+        // safety net.
+        STATUSES
+            .get(self as usize)
+            .map_or("libkuzzle.unknown", |row| row.id)
     }
 }
 
@@ -123,16 +166,20 @@ impl Error {
         }
     }
 
-    /// The `{"status","id","message"}` object, without the `error` wrapper.
+    /// The `{"status","id","message","inDoubt"}` object, without the
+    /// `error` wrapper.
     pub fn to_json_object(&self) -> String {
-        let mut out = String::with_capacity(64 + self.message.len());
+        let mut out = String::with_capacity(80 + self.message.len());
         out.push_str("{\"status\":");
         out.push_str(&self.http.to_string());
         out.push_str(",\"id\":");
         push_json_str(&mut out, &self.id);
         out.push_str(",\"message\":");
         push_json_str(&mut out, &self.message);
-        out.push('}');
+        out.push_str(match self.in_doubt {
+            true => ",\"inDoubt\":true}",
+            false => ",\"inDoubt\":false}",
+        });
         out
     }
 
@@ -163,14 +210,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_status_table_holds_every_status_in_order() {
+        for (code, row) in STATUSES.iter().enumerate() {
+            assert_eq!(row.status as usize, code, "{:?} out of place", row.status);
+            assert!(row.id.starts_with("libkuzzle."), "{:?}", row.status);
+            assert_eq!(Status::describe(code as i32), row.text);
+            assert_eq!(row.status.default_id(), row.id);
+        }
+        // No `_` arm: a new status does not compile here until it is named,
+        // and values are only appended, so the new one is the last.
+        use Status::*;
+        let last = |s: Status| match s {
+            KUZZLE_ERR_INTERNAL => true,
+            KUZZLE_OK
+            | KUZZLE_PARTIAL
+            | KUZZLE_ERR_INVALID_ARGUMENT
+            | KUZZLE_ERR_JSON
+            | KUZZLE_ERR_CONNECTION
+            | KUZZLE_ERR_TIMEOUT
+            | KUZZLE_ERR_TLS
+            | KUZZLE_ERR_AUTH
+            | KUZZLE_ERR_FORBIDDEN
+            | KUZZLE_ERR_SERVER => false,
+        };
+        assert!(
+            last(STATUSES[STATUSES.len() - 1].status),
+            "the status table ends before the last status"
+        );
+    }
+
+    #[test]
     fn every_status_has_a_text_and_unknown_is_handled() {
-        for code in 0..=10 {
+        let n = STATUSES.len() as i32;
+        for code in 0..n {
             let text = Status::describe(code);
             assert!(text.ends_with('\0') && text.len() > 2, "{code}");
             assert_ne!(text, "unknown status\0");
         }
-        assert_eq!(Status::describe(11), "unknown status\0");
-        assert_eq!(Status::describe(-1), "unknown status\0");
+        for code in [n, n + 1, -1, i32::MIN, i32::MAX] {
+            assert_eq!(Status::describe(code), "unknown status\0", "{code}");
+        }
     }
 
     #[test]

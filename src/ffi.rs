@@ -1,17 +1,13 @@
 //! The C ABI. Every `unsafe` of the crate lives here; every function catches
 //! panics so none unwinds into C.
 //!
-//! Conventions (stated once, repeated in the header):
-//! - Input strings are NUL-terminated UTF-8, borrowed for the call only.
-//! - Every `char *` the library returns is owned by the caller and released
-//!   with `kuzzle_free_result` (never `free()`).
-//! - Out-parameters are set on every return path: to a result or error JSON
-//!   string, or to NULL.
+//! The conventions every function keeps (strings in and out, blocking,
+//! threads, error JSON, `inDoubt`) are stated once, at the top of the
+//! header: `PREAMBLE` in build.rs.
 
 use crate::client::Client;
 use crate::config::{Config, WriteOptions};
 use crate::error::{kuzzle_status, Error, Status};
-use crate::mwrite;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -19,10 +15,9 @@ use std::ptr;
 /// A connection to one Kuzzle server. Opaque: create it with
 /// `kuzzle_connect`, release it with `kuzzle_disconnect`.
 ///
-/// Thread safety: one handle may be used by many threads at once for
-/// `kuzzle_mwrite`, `kuzzle_query` and `kuzzle_client_info`. Only
-/// `kuzzle_disconnect` must not run while another call on the same handle
-/// is in progress.
+/// One handle may be used by many threads at once for `kuzzle_mwrite`,
+/// `kuzzle_query` and `kuzzle_client_info`. Only `kuzzle_disconnect` must
+/// not run while another call on the same handle is in progress.
 #[allow(non_camel_case_types)]
 pub struct kuzzle_client {
     inner: Client,
@@ -125,33 +120,66 @@ unsafe fn client_call(
     status
 }
 
-/// Connects to Kuzzle.
+/// Connects to Kuzzle: reads the configuration, logs in when credentials
+/// are given, and checks that Kuzzle answers (one request, not retried).
 ///
-/// `config_json`: a JSON object, `"{}"` for every default (see README):
-/// `host`, `port`, `ssl`, `timeoutMs`, `connectTimeoutMs`, `username` +
-/// `password`, `apiKey`, `jwt`, `maxRequestBytes`, `maxDocumentsPerRequest`,
-/// `compression`, `concurrency`, `caFile`, `tlsVerify`, `retries`,
-/// `retryBackoffMs`, `retryDeadlineMs`, `generateIds`. Unknown keys and
-/// wrong types are `KUZZLE_ERR_INVALID_ARGUMENT`.
+/// `config_json`: a JSON object; `"{}"` means every default, and a key set
+/// to `null` counts as absent. An unknown key, a wrong type or a value out
+/// of range is `KUZZLE_ERR_INVALID_ARGUMENT` naming the key (never its
+/// value); text that is not a JSON object is `KUZZLE_ERR_JSON`.
+/// - `host` string, default "localhost": a host name or an IP address (no
+///   scheme, port or path).
+/// - `port` integer 1..65535, default 7512.
+/// - `ssl` boolean, default false: HTTPS.
+/// - `tlsVerify` boolean, default true: verify the server's certificate.
+/// - `caFile` string, default none: a PEM file of the CA certificates to
+///   trust instead of the built-in Mozilla roots.
+/// - `timeoutMs` integer 1..86400000, default 60000: bound of one request,
+///   from connecting to the end of the answer.
+/// - `connectTimeoutMs` integer 1..86400000, default 10000: bound of
+///   opening a connection.
+/// - `username` + `password` strings, default none: `local` strategy login;
+///   the JWT is renewed before it expires, or when Kuzzle says it expired.
+/// - `apiKey` or `jwt` non-empty string, default none: sent as a Bearer
+///   token, checked here. At most one of these three ways to authenticate;
+///   none of them: anonymous.
+/// - `maxRequestBytes` integer 1024..1073741824, default 1000000: the
+///   largest request on the wire (after gzip); Kuzzle's default limit is
+///   1 MB.
+/// - `maxDocumentsPerRequest` integer 1..1000000, default 2000.
+/// - `compression` "auto", "gzip" or "none", default "auto": "gzip"
+///   compresses requests and asks for compressed answers; "auto" is "gzip"
+///   unless Kuzzle is on this machine (below), then "none".
+/// - `concurrency` integer 1..64, absent: auto: requests in flight for one
+///   `kuzzle_mwrite`; auto is 8, or 4 when Kuzzle is on this machine.
+/// - `retries` integer 0..100, default 5: retries of a request that failed
+///   in a way worth retrying.
+/// - `retryBackoffMs` integer 0..86400000, default 200: the pause before the
+///   first retry, doubled for each next one up to 10 s, each jittered down
+///   to half at most.
+/// - `retryDeadlineMs` integer 0..86400000, default 120000: no retry starts
+///   later than this after the call began.
+/// - `generateIds` boolean, default true: documents without `_id` get a
+///   client-side one before the first attempt, so a retry cannot store them
+///   twice.
 ///
-/// Logs in when credentials are given, and checks that Kuzzle answers.
-/// With a loopback `host` and `compression` or `concurrency` left to their
-/// defaults, it first asks `server:now` up to 3 times (0.25 s each at
-/// most): an answer within 10 ms means Kuzzle is on this machine (no
-/// compression, 4 requests in flight); three slower ones, a tunnel or proxy
-/// to a distant Kuzzle (gzip both ways, 8 in flight, as for any other
-/// host). `kuzzle_client_info` tells what was settled; setting both keys
-/// skips this.
+/// With a loopback `host` and `compression` or `concurrency` left to auto,
+/// it first asks `server:now` up to 3 times (0.25 s each at most, or
+/// `timeoutMs` if less): an answer within 10 ms means Kuzzle is on this
+/// machine; three slower ones, a tunnel or proxy to a distant Kuzzle.
+/// `kuzzle_client_info` tells what was settled; setting both keys skips
+/// this.
 ///
 /// On success `*out_client` receives a handle to release with
 /// `kuzzle_disconnect`, and `*out_error_json` (if not NULL) is set to NULL.
-/// On failure `*out_client` is set to NULL and `*out_error_json` (if not
-/// NULL) receives `{"error":{"status","id","message"}}`, to release with
-/// `kuzzle_free_result`. Secrets never appear in it.
+/// On failure `*out_client` (if not NULL) is set to NULL and
+/// `*out_error_json` (if not NULL) receives the error JSON, to release with
+/// `kuzzle_free_result`. A NULL `out_client` is
+/// `KUZZLE_ERR_INVALID_ARGUMENT`, nothing done.
 ///
 /// # Safety
-/// String arguments are NULL or NUL-terminated and valid for the call;
-/// out-parameters are NULL or writable; `client` is NULL or a live handle.
+/// `config_json` is NULL or NUL-terminated and valid for the call;
+/// `out_client` and `out_error_json` are NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn kuzzle_connect(
     config_json: *const c_char,
@@ -196,8 +224,9 @@ pub unsafe extern "C" fn kuzzle_connect(
 
 /// Creates or replaces many documents with Kuzzle's `bulk:mWrite`.
 ///
+/// `index`, `collection`: non-empty names.
 /// `documents_json`: a JSON array of `{"_id"?: string, "body": object}`,
-/// under 4 GiB (larger: KUZZLE_ERR_INVALID, nothing sent).
+/// under 4 GiB (larger: `KUZZLE_ERR_INVALID_ARGUMENT`, nothing sent).
 /// `options_json`: NULL or a JSON object with `waitForRefresh`, `notify`,
 /// `strict` (booleans, default false) and `source` (default true; false:
 /// successes leave out `_source`, for a result a fraction of the size).
@@ -212,15 +241,16 @@ pub unsafe extern "C" fn kuzzle_connect(
 /// Kuzzle's when it sends one, else derived as `_version == 1`. With
 /// `strict`, documents Kuzzle stored beside rejected ones have `_version` and
 /// `created` null, and `_id` null when neither the caller nor `generateIds`
-/// gave one. An error is `{"document","status","reason"}`; status 0 means no
-/// answer came and the document may or may not have been written.
+/// gave one. An error is `{"document","status","reason","inDoubt"}` (see
+/// the header's preamble).
 ///
 /// If `out_result_json` is NULL nothing is done and
 /// `KUZZLE_ERR_INVALID_ARGUMENT` is returned: results are never dropped.
 ///
 /// Returns `KUZZLE_OK` when `errors` is empty, `KUZZLE_PARTIAL` when only
 /// single documents were rejected, else the class of the first failure.
-/// Thread-safe on a shared handle.
+/// Thread-safe on a shared handle; may start up to `concurrency - 1`
+/// threads for the call.
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated and valid for the call;
@@ -247,7 +277,7 @@ pub unsafe extern "C" fn kuzzle_mwrite(
                 Some(arg(options_json, "options_json")?)
             };
             let options = WriteOptions::from_json(options)?;
-            let outcome = mwrite::mwrite(client, index, collection, documents, &options)?;
+            let outcome = client.mwrite(index, collection, documents, &options)?;
             Ok((outcome.status, outcome.json))
         })
     }
@@ -258,7 +288,9 @@ pub unsafe extern "C" fn kuzzle_mwrite(
 ///
 /// `*out_result_json` always receives a string to release with
 /// `kuzzle_free_result`: Kuzzle's `result` (`null` when it sent none) on
-/// `KUZZLE_OK`, else `{"error":{"status","id","message"}}`.
+/// `KUZZLE_OK`, else the error JSON. Retried only when Kuzzle certainly
+/// did not run it (any action may be sent, not all are idempotent).
+/// A NULL `out_result_json` is `KUZZLE_ERR_INVALID_ARGUMENT`, nothing done.
 /// Thread-safe on a shared handle.
 ///
 /// # Safety
@@ -291,7 +323,8 @@ pub unsafe extern "C" fn kuzzle_query(
 /// log what a gateway runs with.
 ///
 /// `*out_info_json` always receives a string to release with
-/// `kuzzle_free_result` (`{"error":{...}}` when `client` is NULL).
+/// `kuzzle_free_result` (the error JSON when `client` is NULL). A NULL
+/// `out_info_json` is `KUZZLE_ERR_INVALID_ARGUMENT`. No I/O.
 /// Thread-safe on a shared handle.
 ///
 /// # Safety
@@ -326,9 +359,10 @@ pub unsafe extern "C" fn kuzzle_free_result(json: *mut c_char) {
     });
 }
 
-/// Logs out (when the client logged in with username/password) and releases
-/// the handle. NULL is a no-op. The handle must not be in use by another
-/// thread, nor used afterwards.
+/// Logs out (when the client logged in with username/password: one
+/// request, bounded by `timeoutMs`) and releases the handle. NULL is a
+/// no-op. The handle must not be in use by another thread, nor used
+/// afterwards.
 ///
 /// # Safety
 /// `client` is NULL or a handle from `kuzzle_connect`, not yet released.

@@ -1,22 +1,30 @@
 //! libkuzzle: bulk-write JSON documents into Kuzzle (`bulk:mWrite`) through a
-//! small C ABI. The C boundary is `ffi`; everything else is safe Rust.
+//! small C ABI. The C boundary is `ffi`, the only module with `unsafe`;
+//! everything else is safe Rust and private to the crate.
 //!
 //! - `ffi`: the `extern "C"` functions, pointer checks, panic boundary.
 //! - `config`: `kuzzle_connect`'s configuration and mWrite's options.
 //! - `client`: a connected client: authentication and `kuzzle_query`.
+//! - `net`: the engines' one seam to the network.
 //! - `transport`: HTTP to Kuzzle (ureq), gzip, answer decoding.
 //! - `json`: the one-pass validating JSON scanner of the hot paths.
-//! - `mwrite`: the engine: door checks, chunking, concurrency, retries, merge.
-//! - `retry`: backoff with jitter, and which failures are worth a retry.
+//! - `mwrite/`: the engine: door checks, planning, workers, answers, merge.
+//! - `retry`: backoff with jitter, and what each failure means for a retry.
+//! - `secrets`: keeps passwords, tokens and API keys out of error texts.
 //! - `error`: status codes and the error type.
 
-pub mod client;
-pub mod config;
-pub mod error;
+#![deny(unsafe_code)]
+
+mod client;
+mod config;
+mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 mod json;
-pub mod mwrite;
-pub mod retry;
-pub mod transport;
+mod mwrite;
+mod net;
+mod retry;
+mod secrets;
+mod transport;
 
 pub use error::{kuzzle_status, Error, Status};

@@ -63,20 +63,46 @@ impl<'a> Backoff<'a> {
     }
 }
 
-/// A failure with no answer that may be retried: the connection failed or
-/// broke, or time ran out. (Whether the request may have been applied is
-/// `Error::in_doubt`, for the caller to weigh.)
-pub fn transient(e: &Error) -> bool {
-    matches!(
-        e.status,
-        Status::KUZZLE_ERR_CONNECTION | Status::KUZZLE_ERR_TIMEOUT
-    )
+/// What a failed request means for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Certainly not run: connection refused, a request not written whole,
+    /// Kuzzle's own "overloaded", "shutting down" or "not enough nodes"
+    /// 503, any 429. Anything may be sent again.
+    NotRun,
+    /// Sent, and no conclusive answer: a reset or timeout after the
+    /// request was written, a 502/503/504 without Kuzzle's error envelope
+    /// (a proxy's: it may have forwarded the request). Only what cannot be
+    /// applied twice may be sent again: documents with an `_id`.
+    InDoubt,
+    /// Anything else: Kuzzle's verdict, or a failure a retry cannot mend.
+    Final,
 }
 
-/// Kuzzle refused the request without running it: overloaded (503) or rate
-/// limited (429).
-pub fn refused_for_now(http: u16) -> bool {
-    matches!(http, 429 | 503)
+/// Kuzzle's 503 ids for a request refused before it ran.
+const REFUSED_IDS: [&str; 4] = [
+    "api.process.overloaded",
+    "api.process.shutting_down",
+    "api.process.not_enough_nodes",
+    "network.entrypoint.shutting_down",
+];
+
+/// How a failure of one request is retried. `e.http` 0: no HTTP answer
+/// (then `e.in_doubt` tells whether the request was written whole).
+pub fn class(e: &Error) -> Class {
+    match e.http {
+        0 => match e.status {
+            Status::KUZZLE_ERR_CONNECTION | Status::KUZZLE_ERR_TIMEOUT if e.in_doubt => {
+                Class::InDoubt
+            }
+            Status::KUZZLE_ERR_CONNECTION | Status::KUZZLE_ERR_TIMEOUT => Class::NotRun,
+            _ => Class::Final,
+        },
+        429 => Class::NotRun,
+        503 if REFUSED_IDS.contains(&e.id.as_str()) => Class::NotRun,
+        502..=504 if e.in_doubt => Class::InDoubt,
+        _ => Class::Final,
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +128,28 @@ mod tests {
             ..config
         };
         assert!(Backoff::new(&config, Instant::now()).next_pause().is_none());
+    }
+
+    #[test]
+    fn classes_follow_what_kuzzle_means() {
+        let mut refused = Error::new(Status::KUZZLE_ERR_CONNECTION, "refused");
+        assert_eq!(class(&refused), Class::NotRun);
+        refused.in_doubt = true;
+        assert_eq!(class(&refused), Class::InDoubt);
+        let tls = Error::new(Status::KUZZLE_ERR_TLS, "bad certificate");
+        assert_eq!(class(&tls), Class::Final);
+        let overloaded = Error::server(503, Some("api.process.overloaded"), "busy");
+        assert_eq!(class(&overloaded), Class::NotRun);
+        let mut bare = Error::server(503, Some("libkuzzle.bad_gateway"), "<html>");
+        bare.in_doubt = true;
+        assert_eq!(class(&bare), Class::InDoubt);
+        bare.http = 504;
+        assert_eq!(class(&bare), Class::InDoubt);
+        let limited = Error::server(429, None, "slow down");
+        assert_eq!(class(&limited), Class::NotRun);
+        let rejected = Error::server(400, Some("api.assert.invalid_argument"), "no");
+        assert_eq!(class(&rejected), Class::Final);
+        let kuzzle_500 = Error::server(500, Some("services.storage.unexpected_error"), "x");
+        assert_eq!(class(&kuzzle_500), Class::Final);
     }
 }

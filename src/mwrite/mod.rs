@@ -1,0 +1,204 @@
+//! The bulk:mWrite engine. A call reads as its pipeline:
+//! 1. `door`: check every document once; reject the ones that would sink a
+//!    request, alone, before anything is sent (`index`: what is kept of the
+//!    others, 8 bytes each, and their ids).
+//! 2. `plan`: cut them into requests that fit `maxRequestBytes` on the wire.
+//! 3. `worker`: up to `concurrency` workers send them through the network
+//!    seam (`crate::net`), split on 413, retry what is safe to retry.
+//! 4. `answer`: read each answer into the result (fast path, generic
+//!    decoder), every item matched to the document sent (`claims`); strict
+//!    mode's partial failures reconciled by `strict`.
+//! 5. `merge`: the requests' results go into one `result` in input order,
+//!    each input document exactly once.
+
+mod answer;
+mod claims;
+mod door;
+mod index;
+mod merge;
+mod plan;
+mod result;
+mod strict;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+use crate::config::{Compression, Config, WriteOptions};
+use crate::error::{Error, Result, Status};
+use crate::net::Network;
+use crate::secrets;
+use crate::transport::GzipPool;
+use index::{Doc, Index};
+use merge::{Merge, Sink};
+use result::Fragment;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+use worker::{Buffers, Job};
+
+/// What the engine runs with: the network seam and a client's settings.
+pub(crate) struct Engine<'a> {
+    pub net: &'a dyn Network,
+    pub config: &'a Config,
+    /// `config.compression` and `config.concurrency`, settled.
+    pub compression: Compression,
+    pub concurrency: usize,
+    pub gzip: &'a GzipPool,
+    /// Client-side ids (`generateIds`): `<prefix><counter in base 62>`.
+    pub id_prefix: &'a str,
+    pub id_counter: &'a AtomicU64,
+    /// Kept out of every error text of the result.
+    pub secrets: &'a [String],
+}
+
+/// The result of one `kuzzle_mwrite`: its status and its JSON.
+pub(crate) struct Outcome {
+    pub status: Status,
+    pub json: String,
+}
+
+/// `kuzzle_mwrite`.
+pub(crate) fn mwrite(
+    engine: &Engine,
+    index: &str,
+    collection: &str,
+    documents: &str,
+    options: &WriteOptions,
+) -> Result<Outcome> {
+    if index.is_empty() || collection.is_empty() {
+        return Err(Error::invalid("index and collection must not be empty"));
+    }
+    // Before the scan: the index keeps 32-bit offsets.
+    Index::new(documents)?;
+    let (mut docs, door) = door::check_all(documents).map_err(|e| {
+        Error::json(format!(
+            "documents must be a JSON array of {{\"_id\"?, \"body\"}} objects: {}",
+            e.describe(documents)
+        ))
+    })?;
+    if engine.config.generate_ids {
+        // A block of counter values for the whole call, one per position:
+        // the documents that have an id leave gaps, which cost nothing.
+        let first = engine
+            .id_counter
+            .fetch_add(docs.len() as u64, Ordering::Relaxed);
+        docs.generate_ids(engine.id_prefix, first);
+    }
+    let job = Job {
+        engine,
+        head: plan::head(index, collection, options),
+        strict: options.strict,
+        with_source: options.source,
+        started: Instant::now(),
+        down: OnceLock::new(),
+    };
+    let ranges = match docs.len() {
+        0 => Vec::new(),
+        _ => plan::plan(&job, &docs),
+    };
+
+    // The result is written in one buffer, sized for every success (Kuzzle
+    // echoes each body), so it rarely grows; door rejections come first in
+    // `errors`, as Kuzzle itself lists them.
+    let estimate: usize = (0..docs.len())
+        .map(|i| match options.source {
+            true => docs.doc(i).wire_len() + 48,
+            false => docs.doc(i).id_len().max(20) + 52,
+        })
+        .sum();
+    let n_door = door.n_error;
+    let mut all = Fragment {
+        successes: String::with_capacity(estimate + 64),
+        ..door
+    };
+    all.successes.push_str("{\"successes\":[");
+    let merge = Mutex::new(Merge::new(all));
+    let next = AtomicUsize::new(0);
+    let panicked = AtomicBool::new(false);
+    let work = || {
+        let mut bufs = Buffers::default();
+        let mut own = Fragment::default();
+        let run = catch_unwind(AssertUnwindSafe(|| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(range) = ranges.get(i) else { return };
+            let mut sink = Sink::new(&merge, i, std::mem::take(&mut own));
+            let group = range.clone().map(|i| docs.doc(i)).collect();
+            job.write(group, &mut bufs, &mut sink);
+            own = sink.finish();
+        }));
+        if run.is_err() {
+            panicked.store(true, Ordering::Relaxed);
+        }
+    };
+    let workers = engine.concurrency.min(ranges.len());
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            // A thread the OS refuses is one worker less, not a lost result.
+            if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    let merged = merge.into_inner().unwrap_or_else(|p| p.into_inner());
+    let all = match merged.into_result(ranges.len()) {
+        Some(all) if !panicked.load(Ordering::Relaxed) => all,
+        _ => return Ok(unaccounted(documents, &docs, n_door, engine.secrets)),
+    };
+    Ok(finish(all, engine.secrets))
+}
+
+/// `{"successes":[...],"errors":[...]}` and the call's status, from the
+/// merged result (`successes` holds its opening already).
+fn finish(all: Fragment, secrets: &[String]) -> Outcome {
+    let Fragment {
+        successes: mut json,
+        mut errors,
+        n_error,
+        mut failure,
+        ..
+    } = all;
+    if secrets::in_json(&errors, secrets) {
+        let mut list = format!("[{errors}]");
+        secrets::scrub_json(&mut list, secrets);
+        errors = list[1..list.len() - 1].to_string();
+    }
+    if let Some(e) = failure.as_mut() {
+        e.message = secrets::scrub(&e.message, secrets).into_owned();
+    }
+    json.push_str("],\"errors\":[");
+    json.push_str(&errors);
+    json.push(']');
+    let status = match &failure {
+        Some(e) => {
+            json.push_str(",\"error\":");
+            json.push_str(&e.to_json_object());
+            e.status
+        }
+        None if n_error > 0 => Status::KUZZLE_PARTIAL,
+        None => Status::KUZZLE_OK,
+    };
+    json.push('}');
+    Outcome { status, json }
+}
+
+/// A bug broke the merge (a worker panicked, or a request's results never
+/// came): what was merged cannot be trusted, so every document is reported
+/// in doubt, each once, rather than a result with some left out.
+fn unaccounted(documents: &str, docs: &Index, n_door: usize, secrets: &[String]) -> Outcome {
+    let mut all = match door::check_all(documents) {
+        Ok((_, door)) if door.n_error == n_door => door,
+        _ => Fragment::default(),
+    };
+    all.successes.push_str("{\"successes\":[");
+    let mut e = Error::new(
+        Status::KUZZLE_ERR_INTERNAL,
+        "libkuzzle bug (please report it): a request's results were lost; every document \
+         is reported in doubt",
+    );
+    e.in_doubt = true;
+    let every: Vec<Doc> = (0..docs.len()).map(|i| docs.doc(i)).collect();
+    all.fail(&every, e);
+    finish(all, secrets)
+}
