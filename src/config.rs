@@ -301,8 +301,11 @@ fn is_loopback(host: &str) -> bool {
 fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
     let parts: Vec<u64> = text.split('.').map(aton_part).collect::<Option<_>>()?;
     let (last, head) = parts.split_last()?;
+    if head.len() > 3 {
+        return None;
+    }
     let last_bits = 32 - 8 * head.len() as u32;
-    if head.len() > 3 || head.iter().any(|p| *p > 255) || *last >> last_bits != 0 {
+    if head.iter().any(|p| *p > 255) || *last >> last_bits != 0 {
         return None;
     }
     let addr = head.iter().fold(0, |a, p| a << 8 | p) << last_bits | last;
@@ -446,6 +449,7 @@ mod tests {
             "1",
             "127.256.0.1",
             "127.0.0.1.1",
+            "1.2.3.4.5.6",
             "127.",
             "0x",
             "+127.1",

@@ -237,11 +237,10 @@ pub unsafe extern "C" fn kuzzle_connect(
 /// requests failed; otherwise only `{"error":{...}}`.
 /// Every input document appears exactly once in `successes` or `errors`.
 /// A success is `{"_id","_version","_source","created"}` (no `_source` with
-/// `"source":false`); `created` is
-/// Kuzzle's when it sends one, else derived as `_version == 1`. With
-/// `strict`, documents Kuzzle stored beside rejected ones have `_version` and
-/// `created` null, and `_id` null when neither the caller nor `generateIds`
-/// gave one. An error is `{"document","status","reason","inDoubt"}` (see
+/// `"source":false`); `created` is Kuzzle's when it sends one, else derived
+/// as `_version == 1`. With `strict`, documents Kuzzle stored beside
+/// rejected ones have `_version` and `created` null, and `_id` null when
+/// neither the caller nor `generateIds` gave one. An error is `{"document","status","reason","inDoubt"}` (see
 /// the header's preamble).
 ///
 /// If `out_result_json` is NULL nothing is done and
