@@ -70,13 +70,6 @@
 #define KUZZLE_VERSION_PATCH 0
 
 /*
- `kuzzle_query` answers are not in proportion to their request: a
- document:search of a hundred bytes can fetch 10,000 documents (Kuzzle's
- default `limits.documentsFetchCount`); 256 MiB is 26 KB for each of them.
- */
-#define MAX_QUERY_ANSWER_BYTES (256 << 20)
-
-/*
  What a libkuzzle call returns. Values are part of the ABI: append only,
  never renumber, never reuse a retired value.
  */
@@ -157,7 +150,8 @@ extern "C" {
  - `ssl` boolean, default false: HTTPS.
  - `tlsVerify` boolean, default true: verify the server's certificate.
  - `caFile` string, default none: a PEM file of the CA certificates to
-   trust instead of the built-in Mozilla roots.
+   trust instead of the built-in Mozilla roots (a regular file of at most
+   1 MiB).
  - `timeoutMs` integer 1..86400000, default 60000: bound of one request,
    from connecting to the end of the answer.
  - `connectTimeoutMs` integer 1..86400000, default 10000: bound of
@@ -228,8 +222,11 @@ enum kuzzle_status kuzzle_connect(const char *config_json,
  `"source":false`); `created` is Kuzzle's when it sends one, else derived
  as `_version == 1`. With `strict`, documents Kuzzle stored beside
  rejected ones have `_version` and `created` null, and `_id` null when
- neither the caller nor `generateIds` gave one. An error is `{"document","status","reason","inDoubt"}` (see
- the header's preamble).
+ neither the caller nor `generateIds` gave one. An error is
+ `{"document","status","reason","inDoubt"}` (see the header's preamble).
+ Each answer is bounded in proportion to its request (twice its size,
+ plus 512 bytes per `maxDocumentsPerRequest`, plus 1 MiB), whatever the
+ server sends.
 
  If `out_result_json` is NULL nothing is done and
  `KUZZLE_ERR_INVALID_ARGUMENT` is returned: results are never dropped.

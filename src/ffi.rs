@@ -133,7 +133,8 @@ unsafe fn client_call(
 /// - `ssl` boolean, default false: HTTPS.
 /// - `tlsVerify` boolean, default true: verify the server's certificate.
 /// - `caFile` string, default none: a PEM file of the CA certificates to
-///   trust instead of the built-in Mozilla roots.
+///   trust instead of the built-in Mozilla roots (a regular file of at most
+///   1 MiB).
 /// - `timeoutMs` integer 1..86400000, default 60000: bound of one request,
 ///   from connecting to the end of the answer.
 /// - `connectTimeoutMs` integer 1..86400000, default 10000: bound of
@@ -240,8 +241,11 @@ pub unsafe extern "C" fn kuzzle_connect(
 /// `"source":false`); `created` is Kuzzle's when it sends one, else derived
 /// as `_version == 1`. With `strict`, documents Kuzzle stored beside
 /// rejected ones have `_version` and `created` null, and `_id` null when
-/// neither the caller nor `generateIds` gave one. An error is `{"document","status","reason","inDoubt"}` (see
-/// the header's preamble).
+/// neither the caller nor `generateIds` gave one. An error is
+/// `{"document","status","reason","inDoubt"}` (see the header's preamble).
+/// Each answer is bounded in proportion to its request (twice its size,
+/// plus 512 bytes per `maxDocumentsPerRequest`, plus 1 MiB), whatever the
+/// server sends.
 ///
 /// If `out_result_json` is NULL nothing is done and
 /// `KUZZLE_ERR_INVALID_ARGUMENT` is returned: results are never dropped.

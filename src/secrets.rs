@@ -5,12 +5,16 @@
 
 use std::borrow::Cow;
 
-/// `text` with every secret replaced by `***`.
+/// `text` with every secret replaced by `***`, as it is and as it reads
+/// inside a JSON string (an echoed request body escapes it).
 pub(crate) fn scrub<'t>(text: &'t str, secrets: &[String]) -> Cow<'t, str> {
     let mut out = Cow::Borrowed(text);
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(secret.as_str()) {
-            out = Cow::Owned(out.replace(secret.as_str(), "***"));
+        let escaped = serde_json::to_string(secret).unwrap_or_default();
+        for form in [secret.as_str(), escaped.trim_matches('"')] {
+            if out.contains(form) {
+                out = Cow::Owned(out.replace(form, "***"));
+            }
         }
     }
     out

@@ -616,3 +616,64 @@ fn a_refused_connection_is_not_in_doubt() {
     assert_eq!(v["error"]["inDoubt"], false, "{v}");
     assert_eq!(fake.queries(), 0);
 }
+
+/// An error message that echoes the request and its Authorization header,
+/// as some proxies and broken servers do.
+fn echo_error(req: &Request, s: &mut TcpStream, http: u16) {
+    let echoed = format!(
+        "cannot handle {} with {}",
+        req.text(),
+        req.header("authorization").unwrap_or_default()
+    );
+    let body = json!({"status": http, "error": {"id": "x.y.echo", "message": echoed}});
+    answer(s, http, &body.to_string());
+}
+
+#[test]
+fn secrets_echoed_by_a_server_never_reach_an_error() {
+    let _serial = serial();
+    // A login whose refusal echoes the login body (the password in it).
+    let fake = Fake::start(Body::Read, |req, s| echo_error(req, s, 401));
+    let config = fake.config(json!({"username": "gw", "password": "pa\"ss-s3cr3t"}));
+    let Err((status, e)) = try_connect(&config) else {
+        panic!("the login was refused")
+    };
+    assert_eq!(status, S::KUZZLE_ERR_AUTH, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("***"), "{e}");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+
+    // auth:checkToken echoing its body (the API key in it).
+    let fake = Fake::start(Body::Read, |req, s| echo_error(req, s, 500));
+    let Err((_, e)) = try_connect(&fake.config(json!({"apiKey": "k3y-s3cr3t"}))) else {
+        panic!("the check was refused")
+    };
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+
+    // Writes and queries whose errors echo the Authorization header, whole
+    // and per document.
+    let fake = Fake::start(Body::Read, |req, s| {
+        let text = req.text();
+        if text.contains("checkToken") {
+            return answer(s, 200, &ok_result(r#"{"valid":true}"#));
+        }
+        if text.contains("mWrite") && text.contains("\"d0\"") {
+            let token = req.header("authorization").unwrap_or_default();
+            let result = json!({"successes": [], "errors": [
+                {"document": {"_id": "d0", "_source": {"v": 0}}, "status": 400,
+                 "reason": format!("refused for {token}")}]});
+            return answer(s, 200, &ok_result(&result.to_string()));
+        }
+        echo_error(req, s, 400)
+    });
+    let h = connect(&fake.config(json!({"jwt": "jwt-s3cr3t"})));
+    let (status, r) = h.mwrite("i", "c", &docs(1), None);
+    assert_eq!(status, S::KUZZLE_PARTIAL, "{r}");
+    assert_eq!(r["errors"][0]["reason"], "refused for Bearer ***", "{r}");
+    let (status, r) = h.mwrite("i", "c", &json!([{"_id": "d1", "body": {}}]), None);
+    assert_eq!(status, S::KUZZLE_ERR_SERVER, "{r}");
+    assert!(!r.to_string().contains("s3cr3t"), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("***"), "{r}");
+    let (_, v) = h.query(create_request());
+    assert!(!v.to_string().contains("s3cr3t"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("***"), "{v}");
+}

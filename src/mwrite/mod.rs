@@ -135,7 +135,7 @@ pub(crate) fn mwrite(
     std::thread::scope(|s| {
         for _ in 1..workers {
             // A thread the OS refuses is one worker less, not a lost result.
-            if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
+            if !start_worker(s, work) {
                 break;
             }
         }
@@ -147,6 +147,25 @@ pub(crate) fn mwrite(
         _ => return Ok(unaccounted(documents, &docs, n_door, engine.secrets)),
     };
     Ok(finish(all, engine.secrets))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests play an OS that refuses every thread.
+    pub(super) static REFUSE_THREADS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Starts a worker; false when the OS refuses a thread (where
+/// `std::thread::Scope::spawn` would panic).
+fn start_worker<'scope, F: FnOnce() + Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    f: F,
+) -> bool {
+    #[cfg(test)]
+    if REFUSE_THREADS.get() {
+        return false;
+    }
+    std::thread::Builder::new().spawn_scoped(s, f).is_ok()
 }
 
 /// `{"successes":[...],"errors":[...]}` and the call's status, from the

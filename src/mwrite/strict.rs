@@ -7,6 +7,7 @@
 use super::answer::ErrorItem;
 use super::index::Doc;
 use super::result::Fragment;
+use crate::error::Error;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -97,7 +98,8 @@ fn canonical(json: &str) -> Option<String> {
 /// Kuzzle's reasons, the others as stored (`_version` and `created` null,
 /// `_id` null when neither the caller nor `generateIds` gave one). If some
 /// rejection cannot be matched to a document sent, the documents not
-/// matched are reported in doubt (`http`: the answer's status).
+/// matched fail in doubt (`http`: the answer's status), and with them the
+/// call.
 pub(super) fn strict_partial(
     docs: &[Doc],
     details: Option<&RawValue>,
@@ -127,19 +129,24 @@ pub(super) fn strict_partial(
             }
         }
     }
+    if unmatched > 0 {
+        let rest: Vec<Doc> = docs
+            .iter()
+            .zip(&failed)
+            .filter(|(_, failed)| !**failed)
+            .map(|(doc, _)| *doc)
+            .collect();
+        let mut e = Error::server(
+            http,
+            Some("libkuzzle.bad_response"),
+            "strict mode: Kuzzle reported rejections that could not be matched to the documents \
+             sent",
+        );
+        e.in_doubt = true;
+        return out.fail(&rest, e);
+    }
     for (doc, failed) in docs.iter().zip(failed) {
-        if failed {
-            continue;
-        }
-        if unmatched > 0 {
-            out.doc_error(
-                doc,
-                http,
-                "strict mode: Kuzzle reported rejections that could not be matched to documents; \
-                 this document may or may not have been written",
-                true,
-            );
-        } else {
+        if !failed {
             let source = with_source.then_some(doc.body());
             out.success(&doc.id_json(), None, source, None);
         }

@@ -158,20 +158,25 @@ impl Job<'_> {
             sink.out().fail(docs, error);
             return false;
         }
+        if class == Class::InDoubt && docs.iter().any(|d| !d.has_id()) {
+            let (keep, doubtful): (Vec<Doc>, Vec<Doc>) =
+                std::mem::take(docs).into_iter().partition(|d| d.has_id());
+            sink.out().fail(&doubtful, error.clone());
+            *docs = keep;
+            if docs.is_empty() {
+                return false;
+            }
+        }
         if !backoff.wait() {
-            if error.http == 0 && self.started.elapsed() >= self.engine.config.retry_deadline {
+            // No answer, or a proxy's: Kuzzle is out of reach.
+            let unreachable = error.http == 0 || class == Class::InDoubt;
+            if unreachable && self.started.elapsed() >= self.engine.config.retry_deadline {
                 let _ = self.down.set(error.clone());
             }
             sink.out().fail(docs, error);
             return false;
         }
-        if class == Class::InDoubt && docs.iter().any(|d| !d.has_id()) {
-            let (keep, doubtful): (Vec<Doc>, Vec<Doc>) =
-                std::mem::take(docs).into_iter().partition(|d| d.has_id());
-            sink.out().fail(&doubtful, error);
-            *docs = keep;
-        }
-        !docs.is_empty()
+        true
     }
 
     /// Records Kuzzle's answer about `docs`, or says what to do instead
@@ -255,8 +260,8 @@ fn not_sent(cause: &Error) -> Error {
     e.in_doubt = false;
     e.http = 0;
     e.message = format!(
-        "not sent: Kuzzle did not answer this call's earlier requests within retryDeadlineMs \
-         ({})",
+        "not sent: Kuzzle was out of reach for this call's earlier requests past \
+         retryDeadlineMs ({})",
         cause.message
     );
     e

@@ -40,7 +40,7 @@ const ANSWER_MARGIN: u64 = 1 << 20;
 /// `kuzzle_query` answers are not in proportion to their request: a
 /// document:search of a hundred bytes can fetch 10,000 documents (Kuzzle's
 /// default `limits.documentsFetchCount`); 256 MiB is 26 KB for each of them.
-pub const MAX_QUERY_ANSWER_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_QUERY_ANSWER_BYTES: u64 = 256 << 20;
 /// An answer's buffer is sized up front from its Content-Length at most
 /// to what its request leads one to expect, `ECHO_FACTOR` x the raw
 /// request plus `ANSWER_MARGIN`, and grows as bytes actually arrive beyond
