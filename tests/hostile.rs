@@ -639,7 +639,10 @@ fn secrets_echoed_by_a_server_never_reach_an_error() {
         panic!("the login was refused")
     };
     assert_eq!(status, S::KUZZLE_ERR_AUTH, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("***"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("***"),
+        "{e}"
+    );
     assert!(!e.to_string().contains("s3cr3t"), "{e}");
 
     // auth:checkToken echoing its body (the API key in it).
@@ -672,8 +675,14 @@ fn secrets_echoed_by_a_server_never_reach_an_error() {
     let (status, r) = h.mwrite("i", "c", &json!([{"_id": "d1", "body": {}}]), None);
     assert_eq!(status, S::KUZZLE_ERR_SERVER, "{r}");
     assert!(!r.to_string().contains("s3cr3t"), "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("***"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("***"),
+        "{r}"
+    );
     let (_, v) = h.query(create_request());
     assert!(!v.to_string().contains("s3cr3t"), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("***"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("***"),
+        "{v}"
+    );
 }

@@ -1592,7 +1592,11 @@ fn threads_the_os_refuses_mean_fewer_workers_not_lost_results() {
     super::REFUSE_THREADS.set(false);
     assert_eq!(status, Status::KUZZLE_OK);
     assert_eq!(successes_of(&result).len(), 20);
-    assert_eq!(net.sent().len(), 7, "every group sent by the one worker left");
+    assert_eq!(
+        net.sent().len(),
+        7,
+        "every group sent by the one worker left"
+    );
 }
 
 #[test]
