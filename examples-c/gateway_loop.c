@@ -7,8 +7,9 @@
  * the queue is flushed with one kuzzle_mwrite. What comes back decides each
  * reading's fate:
  *   - in "successes": stored, forgotten;
- *   - in "errors" with status 0 (no answer), 429 or 5xx: kept in the queue and
- *     sent again at the next flush (the gateway waits a little first): with a
+ *   - in "errors" with "inDoubt": true (sent, no conclusive answer), or with
+ *     status 0 (no answer: not sent), 429 or 5xx: kept in the queue and sent
+ *     again at the next flush (the gateway waits a little first): with a
  *     client-side _id, a resend can never store a reading twice;
  *   - in "errors" with another status (the document itself was refused):
  *     logged and dropped, resending would not help.
@@ -72,8 +73,8 @@ static char *join(const struct queue *q) {
   return out;
 }
 
-static int retryable(int status) {
-  return status == 0 || status == 429 || status >= 500;
+static int retryable(int status, int in_doubt) {
+  return in_doubt || status == 0 || status == 429 || status >= 500;
 }
 
 /* Sends the queue; keeps only what must be sent again. */
@@ -105,9 +106,10 @@ static kuzzle_status flush(kuzzle_client *client, const char *index,
     const cJSON *status = cJSON_GetObjectItemCaseSensitive(e, "status");
     const cJSON *reason = cJSON_GetObjectItemCaseSensitive(e, "reason");
     int code = cJSON_IsNumber(status) ? status->valueint : 0;
+    int in_doubt = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "inDoubt"));
     char *doc = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(e, "document"));
     if (!doc) continue;
-    if (retryable(code)) {
+    if (retryable(code, in_doubt)) {
       if (push(&keep, doc) != 0) cJSON_free(doc);
     } else {
       fprintf(stderr, "rejected (%d): %s: %.100s\n", code,

@@ -5,7 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 bash scripts/kuzzle-stack.sh start
-cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release >/dev/null
+# CMake builds the library too (scripts/build.sh: cargo build --release and
+# the libkuzzle.so.0 link the programs load at run time).
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+cmake -S examples-c -B build/examples -DCMAKE_BUILD_TYPE=Release \
+  -DKUZZLE_TARGET_DIR="$target_dir" >/dev/null
 cmake --build build/examples --parallel 2 >/dev/null
 echo "== mwrite_file: examples-c/data/sensors.ndjson -> index demo, collection sensors"
 set +e

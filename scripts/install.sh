@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs libkuzzle under PREFIX (default /usr/local):
-#   PREFIX/lib/libkuzzle.so, PREFIX/lib/libkuzzle.a, PREFIX/include/kuzzle.h,
+#   PREFIX/lib/libkuzzle.so.X.Y.Z (SONAME libkuzzle.so.X) with the links
+#   libkuzzle.so.X -> libkuzzle.so.X.Y.Z and libkuzzle.so -> libkuzzle.so.X,
+#   PREFIX/lib/libkuzzle.a, PREFIX/include/kuzzle.h,
 #   PREFIX/lib/pkgconfig/kuzzle.pc,
 #   PREFIX/lib/cmake/kuzzle/kuzzleConfig.cmake + kuzzleConfigVersion.cmake.
-# Builds first (cargo build --release) unless --no-build. Honours DESTDIR
+# Builds first (scripts/build.sh) unless --no-build. Honours DESTDIR
 # (staged installs: files go to $DESTDIR$PREFIX, paths inside them say
 # PREFIX) and CARGO_TARGET_DIR. Running it again gives the same files.
 #
 # usage: scripts/install.sh [--no-build] [PREFIX]
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 build=1
 prefix=
@@ -54,8 +56,8 @@ fi
 IFS=. read -r v_major v_minor _ <<<"$version"
 
 if [ "$build" = 1 ]; then
-  echo "== cargo build --release"
-  (cd "$root" && cargo build --release)
+  echo "== cargo build --release (scripts/build.sh)"
+  CARGO_TARGET_DIR="$target_dir" bash "$root/scripts/build.sh"
 fi
 
 for f in "$release/libkuzzle.so" "$release/libkuzzle.a" "$root/include/kuzzle.h"; do
@@ -65,9 +67,17 @@ for f in "$release/libkuzzle.so" "$release/libkuzzle.a" "$root/include/kuzzle.h"
 done
 header_version=$(sed -n 's/^#define KUZZLE_VERSION "\(.*\)"$/\1/p' "$root/include/kuzzle.h")
 if [ "$header_version" != "$version" ]; then
-  echo "install.sh: include/kuzzle.h says $header_version, Cargo.toml $version (stale header: rebuild)" >&2
+  echo "install.sh: include/kuzzle.h says $header_version, Cargo.toml $version (stale header: run bash scripts/header.sh)" >&2
   exit 1
 fi
+
+# The SONAME build.rs gave the library must be the one of this version.
+soname=$(objdump -p "$release/libkuzzle.so" | sed -n 's/^ *SONAME *//p')
+if [ "$soname" != "libkuzzle.so.$v_major" ]; then
+  echo "install.sh: $release/libkuzzle.so has SONAME '$soname', not libkuzzle.so.$v_major (version $version)" >&2
+  exit 1
+fi
+real="libkuzzle.so.$version"
 
 # Pointer size the library was built for (ELF class: 1 = 32-bit, 2 = 64-bit).
 case "$(od -An -tu1 -j4 -N1 "$release/libkuzzle.so" | tr -d ' ')" in
@@ -105,7 +115,16 @@ put() { # mode source destination
   mv -f "$3.new.$$" "$3"
   echo "  $3"
 }
-put 755 "$release/libkuzzle.so" "$dest/lib/libkuzzle.so"
+# link TARGET NAME: NAME -> TARGET, replaced in one rename as well.
+link() {
+  ln -sfn "$1" "$2.new.$$"
+  mv -Tf "$2.new.$$" "$2"
+  echo "  $2 -> $1"
+}
+put 755 "$release/libkuzzle.so" "$dest/lib/$real"
+# What the loader looks for (the SONAME), then what -lkuzzle finds.
+link "$real" "$dest/lib/$soname"
+link "$soname" "$dest/lib/libkuzzle.so"
 put 644 "$release/libkuzzle.a" "$dest/lib/libkuzzle.a"
 put 644 "$root/include/kuzzle.h" "$dest/include/kuzzle.h"
 put 644 "$tmp/kuzzle.pc" "$dest/lib/pkgconfig/kuzzle.pc"
@@ -113,4 +132,4 @@ put 644 "$tmp/kuzzleConfig.cmake" "$dest/lib/cmake/kuzzle/kuzzleConfig.cmake"
 put 644 "$tmp/kuzzleConfigVersion.cmake" "$dest/lib/cmake/kuzzle/kuzzleConfigVersion.cmake"
 
 echo "done. pkg-config: PKG_CONFIG_PATH=$prefix/lib/pkgconfig; CMake: CMAKE_PREFIX_PATH=$prefix."
-echo "At run time programs find libkuzzle.so through an rpath, LD_LIBRARY_PATH or ldconfig."
+echo "At run time programs find $soname through an rpath, LD_LIBRARY_PATH or ldconfig."

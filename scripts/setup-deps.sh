@@ -6,6 +6,8 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# readelf/objdump: the SONAME checks of build.sh, install.sh, test-install.sh
+command -v objdump >/dev/null 2>&1 || need+=(binutils)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 [ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)

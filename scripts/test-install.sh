@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Tests scripts/install.sh: installs libkuzzle into a temporary prefix, then
+# Tests scripts/install.sh: installs libkuzzle into a temporary prefix
+# (versioned file, SONAME and links), then
 # builds scripts/packaging/hello.c against it with pkg-config (shared and
 # static) and with CMake's find_package(kuzzle) (kuzzle::kuzzle and
 # kuzzle::kuzzle_static), and runs the programs. Also checks that a second
 # install changes nothing, that the CMake package still works once the
-# prefix is moved, and that DESTDIR stages the files. Needs no Kuzzle server.
+# prefix is moved, and that DESTDIR stages the files; and builds hello.c
+# straight from the tree, as the README says. Needs no Kuzzle server.
 #
 # usage: scripts/test-install.sh [--no-build]
 #   --no-build  install what target/release already holds (no cargo build)
@@ -15,11 +17,14 @@ build_flag=
 case "${1:-}" in
   "") ;;
   --no-build) build_flag=--no-build ;;
-  *) sed -n '9,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '11,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 packaging="$root/scripts/packaging"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+release="$target_dir/release"
 cc=${CC:-cc}
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic)
 
@@ -37,6 +42,7 @@ unset PKG_CONFIG_LIBDIR CMAKE_PREFIX_PATH LD_LIBRARY_PATH
 version=$(awk '/^\[/ { s = $0; next } s == "[package]" && $1 == "version" {
   gsub(/"/, "", $3); print $3; exit }' "$root/Cargo.toml")
 major=${version%%.*}
+soname="libkuzzle.so.$major"
 
 passed=0
 failed=0
@@ -61,10 +67,10 @@ fail() { echo "$*"; return 1; }
 # The DT_NEEDED entries of an executable, one a line. (Outputs are captured
 # before grep -q: with pipefail, grep -q closing a pipe early fails it.)
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
-links_shared() { # EXE: needs libkuzzle.so (by its SONAME)
+links_shared() { # EXE: needs libkuzzle (by its SONAME)
   local libs
   libs=$(needed "$1") && echo "$libs"
-  grep -qx 'libkuzzle.so' <<<"$libs" || fail "$1 does not need libkuzzle.so"
+  grep -qxF "$soname" <<<"$libs" || fail "$1 does not need $soname"
 }
 links_static() { # EXE: libkuzzle linked in, not needed at run time
   local libs syms
@@ -91,32 +97,45 @@ runs() {
 install_ok() {
   bash "$root/scripts/install.sh" $build_flag "$prefix" || return 1
   local f
-  for f in lib/libkuzzle.so:755 lib/libkuzzle.a:644 include/kuzzle.h:644 \
+  for f in "lib/libkuzzle.so.$version:755" lib/libkuzzle.a:644 include/kuzzle.h:644 \
     lib/pkgconfig/kuzzle.pc:644 lib/cmake/kuzzle/kuzzleConfig.cmake:644 \
     lib/cmake/kuzzle/kuzzleConfigVersion.cmake:644; do
-    [ -f "$prefix/${f%:*}" ] || fail "missing $prefix/${f%:*}"
+    [ -f "$prefix/${f%:*}" ] && [ ! -L "$prefix/${f%:*}" ] || fail "missing file $prefix/${f%:*}"
     [ "$(stat -c %a "$prefix/${f%:*}")" = "${f#*:}" ] || fail "mode of ${f%:*} is not ${f#*:}"
   done
+  has_links "$prefix" || return 1
   local dynamic
-  dynamic=$(readelf -d "$prefix/lib/libkuzzle.so") || return 1
-  grep -q 'SONAME.*\[libkuzzle.so\]' <<<"$dynamic" || fail "libkuzzle.so has no SONAME libkuzzle.so"
+  dynamic=$(readelf -d "$prefix/lib/libkuzzle.so.$version") || return 1
+  grep -q "SONAME.*\[$soname\]" <<<"$dynamic" || fail "libkuzzle.so.$version has no SONAME $soname"
   cmp "$root/include/kuzzle.h" "$prefix/include/kuzzle.h"
 }
-check "install.sh${build_flag:+ $build_flag} into a temporary prefix (6 files, modes, SONAME)" install_ok
+# The links every shared library has: the SONAME (what the loader looks for)
+# to the real file, the development name (what -lkuzzle finds) to the SONAME.
+has_links() { # PREFIX
+  local l
+  for l in "$soname:libkuzzle.so.$version" "libkuzzle.so:$soname"; do
+    [ -L "$1/lib/${l%%:*}" ] || fail "$1/lib/${l%%:*} is not a symbolic link"
+    [ "$(readlink "$1/lib/${l%%:*}")" = "${l#*:}" ] || fail "$1/lib/${l%%:*} does not point to ${l#*:}"
+  done
+  echo "lib/$soname -> libkuzzle.so.$version, lib/libkuzzle.so -> $soname"
+}
+check "install.sh${build_flag:+ $build_flag} into a temporary prefix (6 files, modes, SONAME $soname, 2 links)" install_ok
 if [ ! -f "$prefix/lib/libkuzzle.so" ]; then
   echo "(no install: nothing else to test)"
   echo "$passed passed, $failed failed"
   exit 1
 fi
 
-snapshot() { (cd "$1" && find . -type f -exec sha256sum {} + | sort -k2); }
+snapshot() {
+  (cd "$1" && { find . -type f -exec sha256sum {} +; find . -type l -printf '%l %p\n'; } | sort -k2)
+}
 idempotent() {
   snapshot "$prefix" >"$tmp/before"
   bash "$root/scripts/install.sh" --no-build "$prefix" || return 1
   snapshot "$prefix" >"$tmp/after"
   diff "$tmp/before" "$tmp/after"
 }
-check "install.sh again: same files, same contents" idempotent
+check "install.sh again: same files, same contents, same links" idempotent
 
 # ---- pkg-config
 pc_metadata() {
@@ -187,8 +206,8 @@ relocated() {
   mv "$prefix" "$moved" || return 1
   cmake_build "$moved" "$tmp/cmake-moved" || return 1
   ldd "$tmp/cmake-moved/hello_shared" | tee "$tmp/ldd"
-  grep -q "libkuzzle.so => $moved/lib/libkuzzle.so" "$tmp/ldd" ||
-    fail "hello_shared does not load $moved/lib/libkuzzle.so"
+  grep -q "$soname => $moved/lib/$soname" "$tmp/ldd" ||
+    fail "hello_shared does not load $moved/lib/$soname"
   runs "$tmp/cmake-moved/hello_shared" && runs "$tmp/cmake-moved/hello_static" || return 1
   local flags
   flags=$(PKG_CONFIG_PATH="$moved/lib/pkgconfig" pkg-config --define-prefix --cflags --libs kuzzle) || return 1
@@ -207,10 +226,25 @@ destdir() {
   [ ! -e "$final" ] || fail "$final was created despite DESTDIR"
   (cd "$stage$final" && find . -type f | sort) | tee "$tmp/staged"
   [ "$(wc -l <"$tmp/staged")" = 6 ] || fail "expected 6 staged files"
+  has_links "$stage$final" || return 1
   grep -qx "prefix=$final" "$stage$final/lib/pkgconfig/kuzzle.pc" ||
     fail "kuzzle.pc does not say prefix=$final"
 }
-check "DESTDIR=<stage> install.sh /opt/...: staged, prefix kept" destdir
+check "DESTDIR=<stage> install.sh /opt/...: staged, links, prefix kept" destdir
+
+# ---- from the source tree, as the README builds: -L target/release -lkuzzle
+# with an rpath there (scripts/build.sh made the SONAME link beside it).
+tree_shared() {
+  bash "$root/scripts/build.sh" --links-only || return 1
+  (cd "$root" && "$cc" "${cflags[@]}" "$packaging/hello.c" -I include -L "$release" -lkuzzle \
+    -Wl,-rpath,"$release" -o "$tmp/hello-tree") &&
+    links_shared "$tmp/hello-tree" || return 1
+  ldd "$tmp/hello-tree" | tee "$tmp/ldd-tree"
+  grep -q "$soname => $release/$soname" "$tmp/ldd-tree" ||
+    fail "hello-tree does not load $release/$soname"
+}
+check "from the tree: cc -I include -L target/release -lkuzzle -Wl,-rpath,...: build" tree_shared
+check "from the tree: run" runs "$tmp/hello-tree"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -8,7 +8,8 @@ use common::*;
 use kuzzle::kuzzle_status as S;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// A stack of its own, since these tests kill its Kuzzle.
@@ -28,10 +29,13 @@ fn crash_stack() -> &'static Stack {
 }
 
 /// A Kuzzle with tiny limits: 8 KB requests, one request at a time and
-/// a 2-request buffer, so that 413 and 503 happen.
-fn limits_stack() -> &'static Stack {
+/// a 2-request buffer, so that 413 and 503 happen. Its tests take turns
+/// (the guard): each counts on the slot and the buffer being its own.
+fn limits_stack() -> (&'static Stack, MutexGuard<'static, ()>) {
+    static TURN: Mutex<()> = Mutex::new(());
     static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| {
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let stack = STACK.get_or_init(|| {
         let stack = Stack {
             name: "limits",
             port: 7552,
@@ -44,7 +48,8 @@ fn limits_stack() -> &'static Stack {
         };
         stack.start();
         stack
-    })
+    });
+    (stack, turn)
 }
 
 fn ids_of(r: &Value) -> Vec<String> {
@@ -77,11 +82,17 @@ fn kuzzle_killed_mid_write_and_restarted_loses_and_duplicates_nothing() {
     let docs = Value::Array(docs).to_string();
 
     let (status, r) = std::thread::scope(|s| {
+        // Killed while it holds requests of this write, whatever the
+        // machine's speed: with the storage frozen, the write's first bulk
+        // waits inside Kuzzle (as do the other requests in flight).
+        let paused = stack.pause_storage();
         let writer = s.spawn(|| h.mwrite_raw(&index, "c", &docs, None));
-        std::thread::sleep(Duration::from_millis(400));
+        paused.wait_for_a_storage_request("the write");
         let out = stack.script(&["kill-kuzzle"]);
         assert!(out.status.success(), "{out:?}");
-        std::thread::sleep(Duration::from_millis(1000));
+        // The storage may still apply the bulk it got: an outcome the
+        // client cannot know, as in a real crash.
+        drop(paused);
         let out = stack.script(&["start-kuzzle"]);
         assert!(out.status.success(), "{out:?}");
         writer.join().unwrap()
@@ -117,10 +128,16 @@ fn kuzzle_killed_mid_write_and_restarted_loses_and_duplicates_nothing() {
 
 #[test]
 fn server_that_never_answers_times_out_and_reports_every_document() {
-    let proxy = Proxy::start(default_stack().port);
-    let h = connect(&json!({"host":"127.0.0.1","port":proxy.port,
-        "timeoutMs":500,"retries":1,"retryBackoffMs":10,"generateIds":false}));
-    let index = fresh_index(&h, "hang");
+    let port = default_stack().port;
+    // The index is made directly, and connecting skips the round-trip
+    // probe: the timeout below is for the black hole, yet generous for the
+    // one health check a busy machine's Kuzzle must answer at connect.
+    let index = fresh_index(&connect(&json!({"host":"127.0.0.1","port":port})), "hang");
+    let proxy = Proxy::start(port);
+    let h = connect(
+        &json!({"host":"127.0.0.1","port":proxy.port,"compression":"none",
+        "concurrency":4,"timeoutMs":2000,"retries":1,"retryBackoffMs":10,"generateIds":false}),
+    );
     proxy.blackhole();
     let docs = json!([
         {"_id":"a","body":{"v":1}},
@@ -143,7 +160,7 @@ fn server_that_never_answers_times_out_and_reports_every_document() {
 
 #[test]
 fn server_request_limit_smaller_than_ours_is_met_by_splitting() {
-    let stack = limits_stack();
+    let (stack, _turn) = limits_stack();
     // Our default 1 MB requests meet Kuzzle's 8 KB limit: split until they fit.
     let h = connect(
         &json!({"host":"127.0.0.1","port":stack.port,"compression":"none",
@@ -165,88 +182,174 @@ fn server_request_limit_smaller_than_ours_is_met_by_splitting() {
     assert_eq!(h.count(&index, "c"), 400);
 }
 
+/// 503 `api.process.overloaded` is retried until written. As below, one
+/// write holds Kuzzle's only slot while the storage is frozen, so what the
+/// 6 clients send is buffered (2 requests) or refused; and the test waits
+/// until they have sent more than one request per worker could weigh,
+/// which only resending refused requests explains, before letting Kuzzle
+/// go on.
 #[test]
 fn overloaded_server_503_is_retried_until_written() {
-    let stack = limits_stack();
+    let (stack, _turn) = limits_stack();
     let port = stack.port;
-    // Several clients at once against one request slot and a 1-request buffer.
+    let setup = connect(&json!({"host":"127.0.0.1","port":port}));
+    let index = fresh_index(&setup, "busy");
+    let (status, r) = setup.mwrite(&index, "c", &sensor_docs(1, Some("warm-")), None);
+    assert_eq!(status, S::KUZZLE_OK, "{r}");
+    let blocker = connect(&json!({"host":"127.0.0.1","port":port,"retries":0}));
+    // The clients go through a proxy that counts what they send.
+    let proxy = Proxy::start(port);
+    let (max_request, workers) = (6000, 4);
+    let clients: Vec<Handle> = (0..6)
+        .map(|_| {
+            connect(
+                &json!({"host":"127.0.0.1","port":proxy.port,"compression":"none",
+                "maxRequestBytes":max_request,"concurrency":workers,
+                "retries":30,"retryBackoffMs":20,"retryDeadlineMs":60000}),
+            )
+        })
+        .collect();
+    // Each worker's first request, headers included (generously).
+    let first_sendings = clients.len() * workers * (max_request + 2048);
+
     let results: Vec<(S, Value)> = std::thread::scope(|s| {
-        let setup = connect(&json!({"host":"127.0.0.1","port":port}));
-        let index = fresh_index(&setup, "busy");
-        let handles: Vec<_> = (0..6)
-            .map(|t| {
-                let index = index.clone();
+        let paused = stack.pause_storage();
+        let held = s.spawn(|| blocker.mwrite(&index, "c", &sensor_docs(1, Some("held-")), None));
+        paused.wait_for_a_storage_request("the blocking write");
+        let before = proxy.bytes_up();
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(t, h)| {
+                let index = &index;
                 s.spawn(move || {
-                    let h = connect(&json!({"host":"127.0.0.1","port":port,
-                        "maxRequestBytes":6000,"concurrency":4,
-                        "retries":30,"retryBackoffMs":20,"retryDeadlineMs":60000}));
-                    h.mwrite(
-                        &index,
-                        "c",
-                        &sensor_docs(300, Some(&format!("t{t}-"))),
-                        None,
-                    )
+                    h.mwrite(index, "c", &sensor_docs(300, Some(&format!("t{t}-"))), None)
                 })
             })
             .collect();
-        let out = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(setup.count(&index, "c"), 1800);
-        out
+        // The bound only stops a test whose clients never resend.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while proxy.bytes_up() - before <= first_sendings {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no refused request was resent: {} bytes sent",
+                proxy.bytes_up() - before
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(paused);
+        let (status, r) = held.join().unwrap();
+        assert_eq!(status, S::KUZZLE_OK, "the write holding the slot: {r}");
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for (status, r) in results {
-        assert_eq!(status, S::KUZZLE_OK, "{:.300}", r.to_string());
-        assert_eq!(arr_len(&r, "successes"), 300);
+    for (status, r) in &results {
+        assert_eq!(*status, S::KUZZLE_OK, "{:.300}", r.to_string());
+        assert_eq!(arr_len(r, "successes"), 300);
     }
+    assert_eq!(setup.count(&index, "c"), 2 + 1800);
 }
 
+/// Kuzzle refuses what exceeds its slot and buffer with 503
+/// `api.process.overloaded`; with `retries: 0` every document of a refused
+/// request is reported with that 503, once. The overload is built, not hoped
+/// for (requests sent at once may all pass Kuzzle's check before the first
+/// one takes the slot, and connecting 8 clients at once may overload it
+/// too): with the storage frozen, one write holds Kuzzle's only slot, so of
+/// what the 8 clients send next Kuzzle buffers 2 requests and refuses all
+/// the others at once. At most 2 clients wait on the buffer: the 6 others
+/// end while the storage is still frozen, refused whole.
 #[test]
 fn overload_without_retries_reports_503_per_document() {
-    let stack = limits_stack();
+    let (stack, _turn) = limits_stack();
     let port = stack.port;
     let setup = connect(&json!({"host":"127.0.0.1","port":port}));
     let index = fresh_index(&setup, "noretry");
-    // 8 clients x 8 requests in flight, released at once, against one slot
-    // and a 2-request buffer.
-    let start = std::sync::Barrier::new(8);
-    let seen_503 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let (index, start) = (index.clone(), &start);
+    let config = json!({"host":"127.0.0.1","port":port,"compression":"none",
+        "maxRequestBytes":2048,"concurrency":8,"retries":0});
+    // Connected now: connecting asks Kuzzle, which must not wait on storage.
+    let blocker = connect(&config);
+    let clients: Vec<Handle> = (0..8).map(|_| connect(&config)).collect();
+    // One write done before the freeze, so that none of what follows needs
+    // storage before it takes a slot (rights, collection: cached by then).
+    let (status, r) = setup.mwrite(&index, "c", &sensor_docs(1, Some("warm-")), None);
+    assert_eq!(status, S::KUZZLE_OK, "{r}");
+
+    let inputs: Vec<Value> = (0..8)
+        .map(|t| sensor_docs(300, Some(&format!("n{t}-"))))
+        .collect();
+    let (done_tx, done_rx) = mpsc::channel();
+    let (results, ended_frozen) = std::thread::scope(|s| {
+        let paused = stack.pause_storage();
+        let held = s.spawn(|| blocker.mwrite(&index, "c", &sensor_docs(1, Some("held-")), None));
+        paused.wait_for_a_storage_request("the blocking write");
+        let handles: Vec<_> = clients
+            .iter()
+            .zip(&inputs)
+            .enumerate()
+            .map(|(t, (h, docs))| {
+                let (index, done_tx) = (&index, done_tx.clone());
                 s.spawn(move || {
-                    let h = connect(&json!({"host":"127.0.0.1","port":port,
-                        "maxRequestBytes":2048,"concurrency":8,"retries":0}));
-                    start.wait();
-                    let (status, r) = h.mwrite(
-                        &index,
-                        "c",
-                        &sensor_docs(300, Some(&format!("n{t}-"))),
-                        None,
-                    );
-                    assert_eq!(arr_len(&r, "successes") + arr_len(&r, "errors"), 300);
-                    if status != S::KUZZLE_OK {
-                        assert_eq!(status, S::KUZZLE_ERR_SERVER, "{:.300}", r.to_string());
-                        assert_eq!(r["error"]["status"], 503);
-                        assert_eq!(r["error"]["id"], "api.process.overloaded");
-                        assert!(r["errors"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .all(|e| e["status"] == 503));
-                    }
-                    status != S::KUZZLE_OK
+                    let out = h.mwrite(index, "c", docs, None);
+                    let _ = done_tx.send(t);
+                    out
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|b| *b)
-            .count()
+        // Refusals come at once; the bound only stops a Kuzzle that buffers
+        // more than it says from hanging the test.
+        let ended_frozen: Vec<usize> = (0..6)
+            .map(|_| {
+                done_rx
+                    .recv_timeout(Duration::from_secs(120))
+                    .expect("6 clients refused whole while the storage is frozen")
+            })
+            .collect();
+        drop(paused);
+        let (status, r) = held.join().unwrap();
+        assert_eq!(status, S::KUZZLE_OK, "the write holding the slot: {r}");
+        let results: Vec<(S, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (results, ended_frozen)
     });
-    assert!(
-        seen_503 > 0,
-        "8 clients x 8 requests against 1 slot never got a 503"
-    );
+
+    let mut written = 0;
+    for (t, ((status, r), input)) in results.iter().zip(&inputs).enumerate() {
+        let what = format!("client {t}: {:.300}", r.to_string());
+        // Every client had requests refused (only 2 could be buffered).
+        assert_eq!(*status, S::KUZZLE_ERR_SERVER, "{what}");
+        assert_eq!(r["error"]["status"], 503, "{what}");
+        assert_eq!(r["error"]["id"], "api.process.overloaded", "{what}");
+        assert_ne!(r["error"]["inDoubt"], true, "refused, so not run: {what}");
+        for e in r["errors"].as_array().unwrap() {
+            assert_eq!(e["status"], 503, "{what}: {e}");
+            assert_ne!(e["inDoubt"], true, "{what}: {e}");
+        }
+        // Each input document exactly once, in successes or errors.
+        let mut reported: Vec<String> = ids_of(r);
+        reported.extend(
+            r["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["document"]["_id"].as_str().unwrap().to_string()),
+        );
+        reported.sort();
+        let mut expected: Vec<String> = input
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["_id"].as_str().unwrap().to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(reported, expected, "client {t}: each document once");
+        if ended_frozen.contains(&t) {
+            assert_eq!(arr_len(r, "successes"), 0, "{what}");
+            assert_eq!(arr_len(r, "errors"), 300, "{what}");
+        }
+        written += arr_len(r, "successes") as u64;
+    }
+    // Refused documents were not written: the warm-up, the held write and
+    // the buffered requests' documents are all that Kuzzle stored.
+    assert_eq!(setup.count(&index, "c"), 2 + written);
 }
 
 #[test]

@@ -35,8 +35,9 @@ JSON the call returned).
   :class:`KuzzleError`. Whole requests failed, but others may have been
   written: the complete result is never lost, it is ``exc.result``, an
   :class:`MWriteResult` with the same ``successes``/``errors`` lists (an
-  error with ``status`` 0 means no answer came: the document may or may not
-  have been written). When the arguments themselves were refused, before
+  error with ``inDoubt`` true was sent and got no conclusive answer: the
+  document may or may not have been written; ``status`` 0 means no HTTP
+  answer came). When the arguments themselves were refused, before
   anything was sent, ``exc.result`` only holds ``{"error": ...}``.
 
 Options and configuration keys may be given in the library's spelling

@@ -22,7 +22,7 @@ bash scripts/kuzzle-stack.sh start >/dev/null 2>&1
 # Line tables let callgrind name inlined code; a separate target directory
 # keeps the normal release build as it is.
 CARGO_TARGET_DIR="$OUT/target" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-  cargo build --release --quiet
+  bash scripts/build.sh --quiet
 cc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude scripts/bench/bench_mwrite.c \
   -L"$OUT/target/release" -lkuzzle -Wl,-rpath,"$PWD/$OUT/target/release" -o "$OUT/bench_mwrite"
 

@@ -526,6 +526,11 @@ def main():
     sh(["cargo", "build", "--release", "--quiet"])
     os.makedirs(os.path.join(BUILD, "lib"), exist_ok=True)
     shutil.copy2(os.path.join(REPO, "target", "release", "libkuzzle.so"), os.path.join(BUILD, "lib", "libkuzzle.so"))
+    # The program asks for the SONAME, libkuzzle.so.0.
+    link = os.path.join(BUILD, "lib", "libkuzzle.so.0")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink("libkuzzle.so", link)
     bench_bin = os.path.join(BUILD, "bench_mwrite")
     sh(["cc", "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iinclude", "scripts/bench/bench_mwrite.c",
         "-L" + os.path.join(BUILD, "lib"), "-lkuzzle", "-Wl,-rpath," + os.path.join(BUILD, "lib"), "-o", bench_bin])

@@ -88,6 +88,94 @@ impl Stack {
     pub fn config(&self) -> Value {
         json!({"host": "127.0.0.1", "port": self.port})
     }
+
+    /// Freezes the stack's storage engine (SIGSTOP) until the guard is
+    /// dropped (SIGCONT, on panic too). Kuzzle keeps answering what needs
+    /// no storage, and a request that reaches storage stays inside Kuzzle,
+    /// holding its slot: tests order events with it instead of sleeping.
+    pub fn pause_storage(&self) -> PausedStorage {
+        let pidf = repo().join(format!(".stack/run/{}/osmem.pid", self.name));
+        let pid = std::fs::read_to_string(&pidf)
+            .unwrap_or_else(|e| panic!("{}: {e} (stack not started?)", pidf.display()));
+        let pid = pid.trim().to_string();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains("osmem-server"),
+            "pid {pid} of {} is not osmem-server",
+            pidf.display()
+        );
+        assert!(signal(&pid, "-STOP"), "kill -STOP {pid} failed");
+        PausedStorage {
+            pid,
+            port: self.storage_port,
+            unread_at_pause: unread_bytes(self.storage_port),
+        }
+    }
+}
+
+fn signal(pid: &str, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Bytes received by the kernel on the listening side of `port` (loopback,
+/// established connections) that no process has read yet.
+fn unread_bytes(port: u16) -> u64 {
+    let mut total = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address (ADDR:PORT), state (01: established), tx:rx queues
+            let (Some(local), Some(state), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().unwrap_or("");
+            if *state != "01" || u16::from_str_radix(local_port, 16) != Ok(port) {
+                continue;
+            }
+            let rx = queues.rsplit(':').next().unwrap_or("0");
+            total += u64::from_str_radix(rx, 16).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// A frozen storage engine; resumed when dropped.
+pub struct PausedStorage {
+    pid: String,
+    port: u16,
+    unread_at_pause: u64,
+}
+
+impl PausedStorage {
+    /// Waits until Kuzzle has sent the frozen storage a request (its bytes
+    /// wait, unread, in the kernel): a Kuzzle request is then being
+    /// processed. `what` names the test's step for the failure message; the
+    /// bound only catches a Kuzzle that never gets there.
+    pub fn wait_for_a_storage_request(&self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while unread_bytes(self.port) <= self.unread_at_pause {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: Kuzzle never reached its storage"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for PausedStorage {
+    fn drop(&mut self) {
+        // No panic here: this also runs while a failed test unwinds.
+        if !signal(&self.pid, "-CONT") {
+            eprintln!("kill -CONT {} failed: the storage stays frozen", self.pid);
+        }
+    }
 }
 
 fn env_port(name: &str, default: u16) -> u16 {
@@ -331,9 +419,14 @@ impl Proxy {
     /// Stops accepting: the next connection attempt is refused.
     pub fn cut(&self) {
         self.mode.store(CUT, Ordering::SeqCst);
-        // Wake the accept loop so it drops the listener.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        std::thread::sleep(Duration::from_millis(50));
+        // Wake the accept loop so it drops the listener, until a connection
+        // is refused: cut for sure, however long the loop took. (The bound
+        // only catches a loop that never ends.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "proxy never cut");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Accepts new connections and never answers them.
