@@ -55,6 +55,8 @@ pub(crate) struct Scanner<'a> {
     /// What the hot paths (which return `Option`, cheap to pass around)
     /// expected where they failed; they leave `pos` there.
     expected: &'static str,
+    /// A string scanned since `string` last began held an escape.
+    escaped: bool,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -74,6 +76,7 @@ impl<'a> Scanner<'a> {
             pos: 0,
             closers: Vec::new(),
             expected: "",
+            escaped: false,
         }
     }
 
@@ -168,8 +171,12 @@ impl<'a> Scanner<'a> {
             match b.get(i) {
                 Some(b'"') => return Some(i + 1),
                 Some(b'\\') => match b.get(i + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                        self.escaped = true;
+                        i += 2
+                    }
                     Some(b'u') => {
+                        self.escaped = true;
                         for k in i + 2..i + 6 {
                             match b.get(k) {
                                 Some(h) if h.is_ascii_hexdigit() => {}
@@ -411,9 +418,16 @@ impl<'a> Scanner<'a> {
         if self.b.get(start) != Some(&b'"') {
             return None;
         }
+        self.escaped = false;
         let end = self.string_end(start)?;
         self.pos = end;
         Some(self.slice(start, end))
+    }
+
+    /// Whether the string last read by `string` held an escape (spares a
+    /// search of every id for a backslash).
+    pub fn escaped(&self) -> bool {
+        self.escaped
     }
 
     /// The run of ASCII digits at the current byte (maybe empty).

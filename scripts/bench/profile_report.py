@@ -19,7 +19,7 @@ PARTS = [
     ("byte searches (memchr, NUL check)", r"memchr|strlen"),
     ("allocator (malloc, free)", r"malloc|free|realloc|_int_|__rust_(alloc|dealloc|realloc)|__rdl_"),
     ("threads (spawn, join, locks)", r"pthread|clone|futex|std::thread|lifecycle|thread_start|Mutex|mmap|munmap|mprotect"),
-    ("mWrite engine (src/mwrite.rs)", r"kuzzle::mwrite::"),
+    ("mWrite engine (src/mwrite/)", r"kuzzle::mwrite::"),
     ("UTF-8 checks", r"from_utf8|validations\.rs"),
     ("C boundary (src/ffi.rs)", r"kuzzle::ffi::|kuzzle_mwrite"),
 ]

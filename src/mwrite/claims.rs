@@ -4,7 +4,7 @@
 //! twice, or lists more or fewer items than documents cannot be matched:
 //! the request's documents are then reported in doubt rather than guessed.
 
-use super::index::Doc;
+use super::index::{Doc, Id};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -107,19 +107,20 @@ impl<'d, 'a> Claims<'d, 'a> {
                 continue;
             }
             let doc = &self.docs[k];
-            if !doc.has_id() {
+            match doc.id() {
                 // Kuzzle named it, unless the id is one of ours further on
                 // (then this one was rejected: it is among the errors).
-                if self.is_mixed() {
-                    if let Some(j) = self.unclaimed_with(literal, k + 1) {
-                        self.cursor = j + 1;
-                        return self.take(j);
+                Id::None => {
+                    if self.is_mixed() {
+                        if let Some(j) = self.unclaimed_with(literal, k + 1) {
+                            self.cursor = j + 1;
+                            return self.take(j);
+                        }
                     }
+                    return self.take(k);
                 }
-                return self.take(k);
-            }
-            if doc.id_is(literal) {
-                return self.take(k);
+                id if Doc::names(id, literal) => return self.take(k),
+                _ => {}
             }
         }
         self.fail()

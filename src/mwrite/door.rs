@@ -45,7 +45,8 @@ fn check_item<'a>(s: &mut Scanner<'a>) -> Parsed<std::result::Result<(&'a str, &
     if let Some((id, body)) = usual_item(s) {
         return Ok(doc(id, body));
     }
-    let (mut id, mut body, mut problem) = (None, None, None);
+    let mut id: Member = None;
+    let (mut body, mut problem) = (None, None);
     s.members(|key, value, depth| {
         if problem.is_some() {
             return Ok(());
@@ -72,25 +73,29 @@ fn check_item<'a>(s: &mut Scanner<'a>) -> Parsed<std::result::Result<(&'a str, &
     })?;
     Ok(match problem {
         Some(problem) => Err(problem),
-        None => doc(id, body),
+        None => doc(id.map(|(text, _)| (text, text.contains('\\'))), body),
     })
 }
 
 /// A document's `_id` or `body`, if given: its JSON text and nesting depth.
 type Member<'a> = Option<(&'a str, usize)>;
+/// A document's `_id`, if given: its JSON text, and whether that holds an
+/// escape.
+type IdText<'a> = Option<(&'a str, bool)>;
 
 /// A document in the usual compact form, `{"_id":"…","body":{…}}` or
 /// `{"body":{…}}`: its `_id` and `body` (text and depth), read without the
 /// general member walk. `None`, the scanner back where it was, otherwise.
-fn usual_item<'a>(s: &mut Scanner<'a>) -> Option<(Member<'a>, Member<'a>)> {
+fn usual_item<'a>(s: &mut Scanner<'a>) -> Option<(IdText<'a>, Member<'a>)> {
     let start = s.pos;
     let mut read = || {
         let id = if s.exact(b"{\"_id\":") {
             let id = s.string()?;
+            let escaped = s.escaped();
             if !s.exact(b",\"body\":") {
                 return None;
             }
-            Some((id, 0))
+            Some((id, escaped))
         } else if s.exact(b"{\"body\":") {
             None
         } else {
@@ -111,7 +116,7 @@ fn usual_item<'a>(s: &mut Scanner<'a>) -> Option<(Member<'a>, Member<'a>)> {
 
 /// The checks on a document's `_id` and `body` (each: text and depth): the
 /// `_id` literal ("" for none) and the body.
-fn doc<'a>(id: Member<'a>, body: Member<'a>) -> std::result::Result<(&'a str, &'a str), String> {
+fn doc<'a>(id: IdText<'a>, body: Member<'a>) -> std::result::Result<(&'a str, &'a str), String> {
     let body = match body {
         Some((b, depth)) if b.starts_with('{') => {
             if depth > MAX_DEPTH {
@@ -123,10 +128,10 @@ fn doc<'a>(id: Member<'a>, body: Member<'a>) -> std::result::Result<(&'a str, &'
         }
         _ => return Err("document body must be an object".into()),
     };
-    let id = match id.map(|(text, _)| text) {
-        None | Some("null") | Some("\"\"") => "",
-        Some(text) if text.starts_with('"') => {
-            let decoded_len = if text.contains('\\') {
+    let id = match id {
+        None | Some(("null", _)) | Some(("\"\"", _)) => "",
+        Some((text, escaped)) if text.starts_with('"') => {
+            let decoded_len = if escaped {
                 // Escapes only shorten a string, but a lone surrogate
                 // (`"\ud800"`) is no text at all: Kuzzle would store it as
                 // U+FFFD, where two such ids overwrite each other.
@@ -180,7 +185,8 @@ mod tests {
                 Some((id, body)) => {
                     assert_eq!(s.pos, text.len(), "{text}");
                     let find = |name| general.iter().find(|m| m.0 == name).map(|m| (m.1, m.2));
-                    assert_eq!(id, find("\"_id\"").map(|(t, _)| (t, 0)), "{text}");
+                    let general_id = find("\"_id\"").map(|(t, _)| (t, t.contains('\\')));
+                    assert_eq!(id, general_id, "{text}");
                     assert_eq!(body, find("\"body\""), "{text}");
                     assert_eq!(general.len(), 1 + id.is_some() as usize, "{text}");
                 }

@@ -203,8 +203,14 @@ impl<'a> Doc<'a> {
     /// Whether `literal`, a JSON string literal from Kuzzle's answer, names
     /// this document's `_id`. An id-less document matches any: Kuzzle gave
     /// it one.
+    #[cfg(test)]
     pub(super) fn id_is(&self, literal: &str) -> bool {
-        match self.id() {
+        Doc::names(self.id(), literal)
+    }
+
+    /// Whether `literal` names the document whose id is `id` (see `id_is`).
+    pub(super) fn names(id: Id, literal: &str) -> bool {
+        match id {
             Id::None => true,
             Id::Given(text) if text == literal => true,
             Id::Given(text) => {
