@@ -180,6 +180,10 @@ extern "C" {
  - `generateIds` boolean, default true: documents without `_id` get a
    client-side one before the first attempt, so a retry cannot store them
    twice.
+ - `lazyConnect` boolean, default false: true skips everything below
+   (probe, login, check) here, done on first use instead (and again at
+   each use until it succeeds), so that a gateway booting with its uplink
+   down gets a handle at once; only a bad configuration fails here then.
 
  With a loopback `host` and `compression` or `concurrency` left to auto,
  it first asks `server:now` up to 3 times (0.25 s each at most, or
@@ -274,7 +278,9 @@ enum kuzzle_status kuzzle_query(struct kuzzle_client *client,
  `compression` (`"none"` or `"gzip"`), `concurrency`, `maxRequestBytes`,
  `maxDocumentsPerRequest`, `timeoutMs`, `connectTimeoutMs`, `caFile`,
  `tlsVerify`, `retries`, `retryBackoffMs`, `retryDeadlineMs`,
- `generateIds`. No password, token or API key appears in it. Useful to
+ `generateIds`, `lazyConnect`, and `connected` (false until a
+ `lazyConnect` client first reached Kuzzle; `compression` and
+ `concurrency` left to auto are null until then). No password, token or API key appears in it. Useful to
  log what a gateway runs with.
 
  `*out_info_json` always receives a string to release with
@@ -285,7 +291,8 @@ enum kuzzle_status kuzzle_query(struct kuzzle_client *client,
  # Safety
  `out_info_json` is NULL or writable; `client` is NULL or a live handle.
  */
-enum kuzzle_status kuzzle_client_info(struct kuzzle_client *client, char **out_info_json);
+enum kuzzle_status kuzzle_client_info(struct kuzzle_client *client,
+                                      char **out_info_json);
 
 /*
  Releases a string returned by libkuzzle. NULL is a no-op. Each string is

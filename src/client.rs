@@ -11,8 +11,8 @@ use crate::transport::{Answer, Bound, Pending, Reply, Transport};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Renew a JWT this long before Kuzzle would expire it.
@@ -27,15 +27,23 @@ struct Session {
 pub struct Client {
     pub config: Config,
     transport: Transport,
-    /// `config.compression` and `config.concurrency`, settled.
-    compression: Compression,
-    concurrency: usize,
+    /// `config.compression` and `config.concurrency`, settled once
+    /// connected.
+    settled: OnceLock<Settled>,
+    /// The first connection, one thread at a time.
+    connecting: Mutex<()>,
     /// The JWT of a `local` login. A mutex, not a RwLock: renewals are rare
     /// and short, reads are a clone of a short string.
     session: Mutex<Option<Session>>,
     /// Random per-client prefix and counter for client-side document ids.
     id_prefix: String,
     id_counter: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    compression: Compression,
+    concurrency: usize,
 }
 
 #[derive(Deserialize)]
@@ -57,37 +65,71 @@ impl Client {
     }
 
     fn connect_as_configured(config: Config) -> Result<Client> {
-        let mut transport = Transport::new(&config)?;
-        // What was left to "auto", with a loopback host, depends on whether
-        // Kuzzle is really on this machine.
-        let unsettled = config.compression.is_none() || config.concurrency.is_none();
-        let nearby =
-            config.loopback() && unsettled && nearby(&transport, PROBE_TIMEOUT.min(config.timeout));
-        let compression = config.compression.unwrap_or(match nearby {
-            true => Compression::None,
-            false => Compression::Gzip,
-        });
-        transport.accept_gzip = compression == Compression::Gzip;
         let client = Client {
-            transport,
-            compression,
-            concurrency: config.concurrency.unwrap_or(match nearby {
-                true => NEARBY_CONCURRENCY,
-                false => CONCURRENCY,
-            }),
+            transport: Transport::new(&config)?,
+            settled: OnceLock::new(),
+            connecting: Mutex::new(()),
             session: Mutex::new(None),
             id_prefix: random_prefix()?,
             id_counter: AtomicU64::new(0),
             config,
         };
-        match &client.config.credentials {
-            Credentials::Local { .. } => {
-                client.login()?;
-            }
-            Credentials::Token(token) => client.check_token(token)?,
-            Credentials::Anonymous => client.check_alive()?,
+        if !client.config.lazy_connect {
+            client.ready()?;
         }
         Ok(client)
+    }
+
+    /// Connects once: settles what was left to "auto", then logs in or
+    /// checks the token or that Kuzzle answers. At `kuzzle_connect`, or on
+    /// first use with `lazyConnect` (again at each use until it succeeds).
+    fn ready(&self) -> Result<()> {
+        if self.settled.get().is_some() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+        if self.settled.get().is_some() {
+            return Ok(());
+        }
+        let config = &self.config;
+        // What was left to "auto", with a loopback host, depends on whether
+        // Kuzzle is really on this machine.
+        let unsettled = config.compression.is_none() || config.concurrency.is_none();
+        let nearby = config.loopback()
+            && unsettled
+            && nearby(&self.transport, PROBE_TIMEOUT.min(config.timeout));
+        let settled = Settled {
+            compression: config.compression.unwrap_or(match nearby {
+                true => Compression::None,
+                false => Compression::Gzip,
+            }),
+            concurrency: config.concurrency.unwrap_or(match nearby {
+                true => NEARBY_CONCURRENCY,
+                false => CONCURRENCY,
+            }),
+        };
+        self.transport
+            .accept_gzip
+            .store(settled.compression == Compression::Gzip, Ordering::Relaxed);
+        match &config.credentials {
+            Credentials::Local { .. } => {
+                self.login()?;
+            }
+            Credentials::Token(token) => self.check_token(token)?,
+            Credentials::Anonymous => self.check_alive()?,
+        }
+        let _ = self.settled.set(settled);
+        Ok(())
+    }
+
+    /// What "auto" settled to; before the first successful connection
+    /// (`lazyConnect`, Kuzzle out of reach), what it would be through a
+    /// network: requests are then sized for gzip, as for a distant Kuzzle.
+    fn settings(&self) -> Settled {
+        self.settled.get().copied().unwrap_or(Settled {
+            compression: self.config.compression.unwrap_or(Compression::Gzip),
+            concurrency: self.config.concurrency.unwrap_or(CONCURRENCY),
+        })
     }
 
     fn check_alive(&self) -> Result<()> {
@@ -224,6 +266,7 @@ impl Client {
     /// current token; logs in again once if the token was refused. The
     /// answer is left to read, so that `wire`'s buffer can take it.
     pub fn send(&self, wire: &[u8], gzip: bool, bound: Bound) -> Result<Pending<'_>> {
+        self.ready()?;
         let token = self.token()?;
         let sent = self
             .transport
@@ -271,7 +314,15 @@ impl Client {
                 }
             }
         }
-        let gzip = request.len() > 4096 && self.compression == Compression::Gzip;
+        // A first use that cannot connect fails here, retried like the
+        // request it precedes.
+        let mut backoff = Backoff::new(&self.config, Instant::now());
+        while let Err(e) = self.ready() {
+            if retry::class(&e) != Class::NotRun || !backoff.wait() {
+                return Err(self.scrubbed(e));
+            }
+        }
+        let gzip = request.len() > 4096 && self.settings().compression == Compression::Gzip;
         let wire = if gzip {
             let mut packed = Vec::new();
             self.gzip(request.as_bytes(), &mut packed);
@@ -281,7 +332,6 @@ impl Client {
         };
         // Retried only when Kuzzle certainly did not run the request: any
         // action may be sent, and not every action is idempotent.
-        let mut backoff = Backoff::new(&self.config, Instant::now());
         loop {
             let failure = match self
                 .send(&wire, gzip, Bound::Query)
@@ -308,11 +358,15 @@ impl Client {
         options: &WriteOptions,
     ) -> Result<Outcome> {
         let secrets = self.secrets();
+        // Not connected yet (lazyConnect): the first request connects, and
+        // a failure to is that request's, retried and reported as such.
+        let _ = self.ready();
+        let settings = self.settings();
         let engine = Engine {
             net: self,
             config: &self.config,
-            compression: self.compression,
-            concurrency: self.concurrency,
+            compression: settings.compression,
+            concurrency: settings.concurrency,
             gzip: &self.transport.gzip,
             id_prefix: &self.id_prefix,
             id_counter: &self.id_counter,
@@ -363,11 +417,18 @@ impl Client {
             "ssl": c.ssl,
             "auth": auth,
             "username": username,
-            "compression": match self.compression {
+            // Before the first connection (lazyConnect), "auto" is not
+            // settled yet: null.
+            "compression": self.settled.get().map(|s| match s.compression {
                 Compression::None => "none",
                 Compression::Gzip => "gzip",
-            },
-            "concurrency": self.concurrency,
+            }).or(c.compression.map(|c| match c {
+                Compression::None => "none",
+                Compression::Gzip => "gzip",
+            })),
+            "concurrency": self.settled.get().map(|s| s.concurrency).or(c.concurrency),
+            "lazyConnect": c.lazy_connect,
+            "connected": self.settled.get().is_some(),
             "maxRequestBytes": c.max_request_bytes,
             "maxDocumentsPerRequest": c.max_documents_per_request,
             "timeoutMs": ms(c.timeout),

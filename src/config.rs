@@ -74,6 +74,8 @@ pub struct Config {
     pub retry_backoff: Duration,
     pub retry_deadline: Duration,
     pub generate_ids: bool,
+    /// Connect (settle "auto", log in) on first use, not in `kuzzle_connect`.
+    pub lazy_connect: bool,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             retry_backoff: Duration::from_millis(200),
             retry_deadline: Duration::from_secs(120),
             generate_ids: true,
+            lazy_connect: false,
         }
     }
 }
@@ -182,6 +185,7 @@ const CONFIG_KEYS: &[&str] = &[
     "retryBackoffMs",
     "retryDeadlineMs",
     "generateIds",
+    "lazyConnect",
 ];
 
 impl Config {
@@ -238,6 +242,7 @@ impl Config {
             .millis("retryDeadlineMs", 0)?
             .unwrap_or(c.retry_deadline);
         c.generate_ids = keys.bool("generateIds")?.unwrap_or(c.generate_ids);
+        c.lazy_connect = keys.bool("lazyConnect")?.unwrap_or(c.lazy_connect);
         Ok(c)
     }
 

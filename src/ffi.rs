@@ -163,6 +163,10 @@ unsafe fn client_call(
 /// - `generateIds` boolean, default true: documents without `_id` get a
 ///   client-side one before the first attempt, so a retry cannot store them
 ///   twice.
+/// - `lazyConnect` boolean, default false: true skips everything below
+///   (probe, login, check) here, done on first use instead (and again at
+///   each use until it succeeds), so that a gateway booting with its uplink
+///   down gets a handle at once; only a bad configuration fails here then.
 ///
 /// With a loopback `host` and `compression` or `concurrency` left to auto,
 /// it first asks `server:now` up to 3 times (0.25 s each at most, or
@@ -322,7 +326,9 @@ pub unsafe extern "C" fn kuzzle_query(
 /// `compression` (`"none"` or `"gzip"`), `concurrency`, `maxRequestBytes`,
 /// `maxDocumentsPerRequest`, `timeoutMs`, `connectTimeoutMs`, `caFile`,
 /// `tlsVerify`, `retries`, `retryBackoffMs`, `retryDeadlineMs`,
-/// `generateIds`. No password, token or API key appears in it. Useful to
+/// `generateIds`, `lazyConnect`, and `connected` (false until a
+/// `lazyConnect` client first reached Kuzzle; `compression` and
+/// `concurrency` left to auto are null until then). No password, token or API key appears in it. Useful to
 /// log what a gateway runs with.
 ///
 /// `*out_info_json` always receives a string to release with

@@ -401,3 +401,65 @@ fn host_name_is_resolved_and_kept() {
     assert_eq!(status, S::KUZZLE_OK, "{r}");
     assert_eq!(arr_len(&r, "successes"), 50);
 }
+
+#[test]
+fn ids_that_are_not_unicode_are_refused_alone_at_the_door() {
+    // Kuzzle would store both lone surrogates as U+FFFD: the second would
+    // overwrite the first, each reported a success under another id.
+    let h = connect(&default_stack().config());
+    let index = fresh_index(&h, "surrogate");
+    let docs = r#"[{"_id":"\ud800","body":{"v":1}},{"_id":"\udbff","body":{"v":2}},{"_id":"\ud83d\ude00","body":{"v":3}}]"#;
+    let (status, text) = h.mwrite_text(&index, "c", docs, Some(r#"{"waitForRefresh":true}"#));
+    assert_eq!(status, S::KUZZLE_PARTIAL, "{text}");
+    // The rejected items come back in their input form, which a strict
+    // decoder refuses (the grammar allows it): read the result's text.
+    assert!(serde_json::from_str::<&serde_json::value::RawValue>(&text).is_ok());
+    assert_eq!(text.matches("lone surrogate").count(), 2, "{text}");
+    assert_eq!(text.matches(r#""status":400"#).count(), 2, "{text}");
+    assert_eq!(text.matches(r#""inDoubt":false"#).count(), 2, "{text}");
+    let successes = &text[..text.find(r#""errors""#).unwrap()];
+    assert!(
+        successes.contains(r#""v":3"#) && !successes.contains(r#""v":1"#),
+        "{text}"
+    );
+    assert_eq!(h.count(&index, "c"), 1);
+}
+
+#[test]
+fn lazy_connect_gives_a_handle_with_kuzzle_out_of_reach_and_connects_on_first_use() {
+    // A port nothing listens on: the uplink is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,
+        "retries":0,"username":"u","password":"p"}));
+    let info = h.info();
+    assert_eq!(info["connected"], false, "{info}");
+    assert_eq!(
+        info["compression"],
+        Value::Null,
+        "auto, not settled: {info}"
+    );
+    let (status, r) = h.mwrite("i", "c", &sensor_docs(5, Some("lz")), None);
+    assert_eq!(status, S::KUZZLE_ERR_CONNECTION, "{r}");
+    assert_eq!(arr_len(&r, "errors"), 5, "{r}");
+    for e in r["errors"].as_array().unwrap() {
+        assert_eq!(
+            (e["status"].as_u64(), e["inDoubt"].as_bool()),
+            (Some(0), Some(false)),
+            "{e}"
+        );
+    }
+    // Kuzzle reachable: the first use connects and settles "auto".
+    let stack = default_stack();
+    let h = connect(&json!({"host":"127.0.0.1","port":stack.port,"lazyConnect":true}));
+    assert_eq!(h.info()["connected"], false);
+    let index = fresh_index(&h, "lazy");
+    let info = h.info();
+    assert_eq!(info["connected"], true, "{info}");
+    assert!(info["compression"].is_string(), "{info}");
+    let (status, r) = h.mwrite(&index, "c", &sensor_docs(5, Some("lz")), None);
+    assert_eq!(status, S::KUZZLE_OK, "{r}");
+}

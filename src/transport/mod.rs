@@ -13,9 +13,10 @@ mod gzip;
 mod reply;
 mod wire;
 
-pub use dns::DnsCache;
+use dns::DnsCache;
 pub use gzip::GzipPool;
 pub use reply::{Answer, Reply};
+pub use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Config;
 use crate::error::{Error, Result, Status};
@@ -65,7 +66,7 @@ pub struct Transport {
     pub gzip: GzipPool,
     /// Ask Kuzzle for gzip answers: with compression, both ways. Set by
     /// `Client::connect` once "auto" is settled.
-    pub accept_gzip: bool,
+    pub accept_gzip: AtomicBool,
     dns: std::sync::Arc<DnsCache>,
     query_url: String,
     base_url: String,
@@ -103,7 +104,7 @@ impl Transport {
         Ok(Transport {
             agent,
             gzip: GzipPool::default(),
-            accept_gzip: false,
+            accept_gzip: AtomicBool::new(false),
             dns,
             query_url: format!("{base_url}/_query"),
             base_url,
@@ -136,7 +137,8 @@ impl Transport {
         if gzip {
             req = req.header("content-encoding", "gzip");
         }
-        if self.accept_gzip {
+        let accept_gzip = self.accept_gzip.load(Ordering::Relaxed);
+        if accept_gzip {
             req = req.header("accept-encoding", "gzip");
         }
         if let Some(token) = token {
@@ -152,7 +154,7 @@ impl Transport {
         wire::start();
         // A byte slice has a known size: ureq sends it with a Content-Length.
         let sent = req.send(body);
-        self.pending(sent, limit, presize, self.accept_gzip)
+        self.pending(sent, limit, presize, accept_gzip)
     }
 
     /// A GET on a path that needs no authentication (health probe), within
