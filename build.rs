@@ -82,15 +82,22 @@ const PREAMBLE: &str = r#"/* libkuzzle: bulk-write JSON documents into Kuzzle (b
  * than `retryDeadlineMs` after the call began; so kuzzle_mwrite and
  * kuzzle_query end within about `retryDeadlineMs + timeoutMs`, even against
  * a server that never answers. kuzzle_connect sends at most 3 short probes
- * (see it) and one request, kuzzle_disconnect one request, neither retried.
- * The other functions do no I/O.
+ * (see it) and one request (none with `lazyConnect`), kuzzle_disconnect one
+ * request, neither retried. A producer's calls never wait for Kuzzle: its
+ * delivery thread does; they block only as their `timeout_ms` or the
+ * producer's `whenFull` say, and on the spool's disk writes. The other
+ * functions do no I/O.
  *
  * Threads: kuzzle_mwrite may start up to `concurrency - 1` threads of its
  * own for the duration of the call (joined before it returns; if the OS
- * refuses a thread, it runs with fewer). No other call starts any. One
- * kuzzle_client is safe from many threads at once, except for
- * kuzzle_disconnect: it must not run while another call on the same handle
- * is in progress, and the handle is not used after it.
+ * refuses a thread, it runs with fewer); kuzzle_producer_open starts one,
+ * the producer's delivery thread, which ends with kuzzle_producer_close. No
+ * other call starts any. One kuzzle_client is safe from many threads at
+ * once, except for kuzzle_disconnect: it must not run while another call on
+ * the same handle is in progress, and the handle is not used after it. A
+ * producer is shared as well (produce calls from any number of threads),
+ * except for kuzzle_producer_close, and kuzzle_producer_next_report's
+ * strings, valid until the next report call.
  *
  * No panic crosses this boundary: a libkuzzle bug returns
  * KUZZLE_ERR_INTERNAL with an error JSON.

@@ -20,15 +20,22 @@
  * than `retryDeadlineMs` after the call began; so kuzzle_mwrite and
  * kuzzle_query end within about `retryDeadlineMs + timeoutMs`, even against
  * a server that never answers. kuzzle_connect sends at most 3 short probes
- * (see it) and one request, kuzzle_disconnect one request, neither retried.
- * The other functions do no I/O.
+ * (see it) and one request (none with `lazyConnect`), kuzzle_disconnect one
+ * request, neither retried. A producer's calls never wait for Kuzzle: its
+ * delivery thread does; they block only as their `timeout_ms` or the
+ * producer's `whenFull` say, and on the spool's disk writes. The other
+ * functions do no I/O.
  *
  * Threads: kuzzle_mwrite may start up to `concurrency - 1` threads of its
  * own for the duration of the call (joined before it returns; if the OS
- * refuses a thread, it runs with fewer). No other call starts any. One
- * kuzzle_client is safe from many threads at once, except for
- * kuzzle_disconnect: it must not run while another call on the same handle
- * is in progress, and the handle is not used after it.
+ * refuses a thread, it runs with fewer); kuzzle_producer_open starts one,
+ * the producer's delivery thread, which ends with kuzzle_producer_close. No
+ * other call starts any. One kuzzle_client is safe from many threads at
+ * once, except for kuzzle_disconnect: it must not run while another call on
+ * the same handle is in progress, and the handle is not used after it. A
+ * producer is shared as well (produce calls from any number of threads),
+ * except for kuzzle_producer_close, and kuzzle_producer_next_report's
+ * strings, valid until the next report call.
  *
  * No panic crosses this boundary: a libkuzzle bug returns
  * KUZZLE_ERR_INTERNAL with an error JSON.
@@ -120,6 +127,16 @@ typedef enum kuzzle_status {
    A bug in libkuzzle (a caught panic). Please report it.
    */
   KUZZLE_ERR_INTERNAL = 10,
+  /*
+   A producer's queue (or spool) has no room: `whenFull` said reject,
+   or `blockTimeoutMs` passed.
+   */
+  KUZZLE_ERR_QUEUE_FULL = 11,
+  /*
+   A producer's spool cannot be used: locked by another producer, an
+   I/O error, or a format this version does not read.
+   */
+  KUZZLE_ERR_SPOOL = 12,
 } kuzzle_status;
 
 /*
@@ -131,6 +148,58 @@ typedef enum kuzzle_status {
  not run while another call on the same handle is in progress.
  */
 typedef struct kuzzle_client kuzzle_client;
+
+/*
+ A gateway producer: documents accepted one at a time (or a batch at a
+ time) from any number of threads, sent in batches by a thread of its
+ own, one final report per document read with `kuzzle_producer_poll`
+ or `kuzzle_producer_next_report`. Opaque: create it with
+ `kuzzle_producer_open`, release it with `kuzzle_producer_close`.
+ */
+typedef struct kuzzle_producer kuzzle_producer;
+
+/*
+ One delivery report, for a C program that reads reports without a JSON
+ parser (`kuzzle_producer_next_report`). The strings belong to the
+ producer and stay valid until the next `kuzzle_producer_next_report`,
+ `kuzzle_producer_poll` or `kuzzle_producer_close` on it.
+ */
+typedef struct kuzzle_report {
+  /*
+   The document's seq, as `kuzzle_produce` gave it.
+   */
+  uint64_t seq;
+  /*
+   Stored (`true`), or failed for good (`false`).
+   */
+  bool ok;
+  /*
+   A failure that may have been applied (see `inDoubt` at the top).
+   */
+  bool in_doubt;
+  /*
+   The report may have been handed out before a crash.
+   */
+  bool redelivered;
+  /*
+   A failure's HTTP status (0: no HTTP answer); 200 when stored.
+   */
+  uint16_t status;
+  /*
+   The stored `_version`, -1 when unknown.
+   */
+  int64_t version;
+  /*
+   The document's `_id` (decoded, not JSON).
+   */
+  const char *id;
+  /*
+   Why it failed; NULL when stored.
+   */
+  const char *reason;
+  const char *index;
+  const char *collection;
+} kuzzle_report;
 
 #ifdef __cplusplus
 extern "C" {
@@ -325,6 +394,191 @@ const char *kuzzle_status_str(int status);
  with the header's `KUZZLE_VERSION` to catch a header/library mismatch.
  */
 const char *kuzzle_version(void);
+
+/*
+ Opens a producer on `client` (which it shares: the client handle may be
+ disconnected before the producer is closed).
+
+ `config_json`: NULL or a JSON object (a key set to null counts as absent):
+ - `spoolDir` string, default none (memory only): a directory for the
+   crash-safe spool; one producer per directory at a time (a second one
+   gets `KUZZLE_ERR_SPOOL`). Documents not delivered when the producer
+   closes or the process dies are sent after the next open.
+ - `lingerMs` integer 0..86400000, default 5: how long a document may wait
+   for companions before its request leaves (0: at once).
+ - `batchDocuments` integer 1..1000000, default 16000: documents handed to
+   one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time).
+ - `maxQueueDocuments` integer, default 100000, and `maxQueueBytes`
+   integer, default 67108864: documents accepted whose report was not yet
+   polled, at most (the bound of the memory a producer holds).
+ - `whenFull` "block" (default), "reject" or "dropOldest": what a produce
+   call does without room: wait up to `blockTimeoutMs` (integer, default
+   10000) then `KUZZLE_ERR_QUEUE_FULL`; `KUZZLE_ERR_QUEUE_FULL` at once; or
+   (memory mode only) fail the oldest waiting documents, a report each
+   (status 507).
+ - `deliveryTimeoutMs` integer, default 300000: memory mode only: a document
+   not delivered in that time is reported failed (with a spool it waits
+   for Kuzzle as long as the disk holds it).
+ - `spoolMaxBytes` integer, default 1073741824 (then `whenFull` applies),
+   `spoolSegmentBytes` integer, default 16777216.
+ - `spoolSync` "always", "none" or an interval in ms, default 1000: when
+   the spool's writes reach the disk (`always`: a produce call returns
+   after an fdatasync, shared by concurrent calls).
+ - `waitForRefresh`, `notify` booleans, default false: mWrite's options.
+
+ On success `*out_producer` receives the handle and `*out_error_json` (if
+ not NULL) NULL; on failure `*out_producer` is NULL and `*out_error_json`
+ (if not NULL) the error JSON, to release with `kuzzle_free_result`.
+ Starts one thread (the delivery thread), which ends with the producer.
+
+ # Safety
+ `client` is NULL or a live handle; `config_json` is NULL or
+ NUL-terminated; the out-parameters are NULL or writable.
+ */
+enum kuzzle_status kuzzle_producer_open(struct kuzzle_client *client,
+                                        const char *config_json,
+                                        struct kuzzle_producer **out_producer,
+                                        char **out_error_json);
+
+/*
+ Accepts one document `{"_id"?: string, "body": object}` for `index` and
+ `collection`, checked as each item of `kuzzle_mwrite` is (a refused one:
+ `KUZZLE_ERR_INVALID_ARGUMENT` or `KUZZLE_ERR_JSON`, the reason in
+ `kuzzle_produce_error()`). Returns once the document is queued and, with
+ a spool, written to it (`spoolSync` says when it is on the disk). A
+ document without `_id` is given one now, kept in the spool, the same at
+ every resend. The document is copied: nothing of `document_json` is kept.
+ `*out_seq` (if not NULL) receives its seq: unique per producer, and per
+ spool across reopens; its report carries it.
+ Without room: `whenFull` (`KUZZLE_ERR_QUEUE_FULL`). Any number of threads
+ may call it at once.
+
+ # Safety
+ `producer` is NULL or a live handle; the strings are NULL or
+ NUL-terminated; `out_seq` is NULL or writable.
+ */
+enum kuzzle_status kuzzle_produce(struct kuzzle_producer *producer,
+                                  const char *index,
+                                  const char *collection,
+                                  const char *document_json,
+                                  uint64_t *out_seq);
+
+/*
+ Accepts a JSON array of documents, all or none (one refused refuses the
+ call, nothing accepted), with consecutive seqs: `*out_first_seq` and
+ `*out_count` (each if not NULL; 0 and 0 for an empty array or a refusal).
+ Otherwise as `kuzzle_produce`.
+
+ # Safety
+ As `kuzzle_produce`; `out_first_seq` and `out_count` are NULL or writable.
+ */
+enum kuzzle_status kuzzle_produce_batch(struct kuzzle_producer *producer,
+                                        const char *index,
+                                        const char *collection,
+                                        const char *documents_json,
+                                        uint64_t *out_first_seq,
+                                        size_t *out_count);
+
+/*
+ Why this thread's last `kuzzle_produce` or `kuzzle_produce_batch` was
+ refused ("" after one that succeeded). The string belongs to the
+ library and stays valid until this thread's next produce call.
+ */
+const char *kuzzle_produce_error(void);
+
+/*
+ Hands over at most `max_reports` delivery reports, waiting up to
+ `timeout_ms` for the first one (0: do not wait; negative: until one
+ comes). `*out_reports_json` receives a JSON array (`[]` when none) to
+ release with `kuzzle_free_result`; a report is
+ `{"seq","index","collection","_id","ok":true,"_version","created"}` or
+ `{"seq","index","collection","_id","ok":false,"status","reason","inDoubt"}`,
+ plus `"redelivered":true` when it may have been handed out before a
+ crash. Every accepted document gets exactly one final report; with a
+ spool, the reports of the last poll before a crash (not followed by
+ another poll or a close) come again after the next open, redelivered.
+
+ # Safety
+ `producer` is NULL or a live handle; `out_reports_json` is NULL or
+ writable (NULL: `KUZZLE_ERR_INVALID_ARGUMENT`, nothing taken).
+ */
+enum kuzzle_status kuzzle_producer_poll(struct kuzzle_producer *producer,
+                                        size_t max_reports,
+                                        int timeout_ms,
+                                        char **out_reports_json);
+
+/*
+ One report into `*out_report`, waiting up to `timeout_ms` as
+ `kuzzle_producer_poll` (which it is, for one report, without JSON):
+ `KUZZLE_OK` with `*out_report` set, `KUZZLE_ERR_TIMEOUT` when none came
+ in time (`*out_report` zeroed). Its strings stay valid until the next
+ call of this function, `kuzzle_producer_poll` or `kuzzle_producer_close`
+ on this producer: call it from one thread.
+
+ # Safety
+ `producer` is NULL or a live handle; `out_report` is writable.
+ */
+enum kuzzle_status kuzzle_producer_next_report(struct kuzzle_producer *producer,
+                                               int timeout_ms,
+                                               struct kuzzle_report *out_report);
+
+/*
+ A file descriptor that is readable while reports wait, for an event loop
+ (poll, epoll, select) that has no thread to block in
+ `kuzzle_producer_poll`: when readable, poll with timeout 0. Owned by the
+ producer (never close it); -1 for a NULL producer.
+
+ # Safety
+ `producer` is NULL or a live handle.
+ */
+int kuzzle_producer_fd(struct kuzzle_producer *producer);
+
+/*
+ Sends what waits without waiting for `lingerMs`, and waits up to
+ `timeout_ms` (negative: as long as it takes) until every document
+ accepted before the call has its final report (reports still come
+ through poll): `KUZZLE_OK`, `KUZZLE_PARTIAL` when some of those failed,
+ `KUZZLE_ERR_TIMEOUT`.
+
+ # Safety
+ `producer` is NULL or a live handle.
+ */
+enum kuzzle_status kuzzle_producer_flush(struct kuzzle_producer *producer, int timeout_ms);
+
+/*
+ The producer's counters as JSON (to release with `kuzzle_free_result`):
+ `accepted`, `delivered`, `failed`, `dropped`, `retriedBatches`,
+ `waiting`, `inFlight`, `reportsWaiting`, `outstanding`,
+ `outstandingBytes`, and `spool` (null in memory mode, else `bytes`,
+ `segments`, `durableSeq`: every seq up to it is on the disk, `nextSeq`,
+ `pending`, `corruptRecords`, `fsyncs`, `bytesWritten`). Cheap: call it as
+ often as you like.
+
+ # Safety
+ `producer` is NULL or a live handle; `out_stats_json` is NULL or
+ writable (NULL: `KUZZLE_ERR_INVALID_ARGUMENT`).
+ */
+enum kuzzle_status kuzzle_producer_stats(struct kuzzle_producer *producer, char **out_stats_json);
+
+/*
+ Flushes up to `timeout_ms`, stops the delivery thread and releases the
+ producer (NULL: a no-op, `KUZZLE_OK`). With a spool, what is not
+ delivered stays on disk for the next open; without, each undelivered
+ document gets a final failure report (status 0, not sent). The reports
+ not yet polled come back in `*out_reports_json` (if not NULL; a JSON
+ array, to release with `kuzzle_free_result`). The producer must not be
+ in use by another thread, nor used afterwards. If a request is still in
+ flight when time is up, the delivery thread finishes it on its own (at
+ most `timeoutMs` later) and its documents stay spooled (memory mode:
+ their reports are lost with the handle).
+
+ # Safety
+ `producer` is NULL or a handle from `kuzzle_producer_open`, not yet
+ closed; `out_reports_json` is NULL or writable.
+ */
+enum kuzzle_status kuzzle_producer_close(struct kuzzle_producer *producer,
+                                         int timeout_ms,
+                                         char **out_reports_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -375,6 +375,26 @@ impl Client {
         mwrite::mwrite(&engine, index, collection, documents, options)
     }
 
+    /// `n` client-side ids (the producer gives them at acceptance): the
+    /// prefix and the first counter value.
+    pub fn next_ids(&self, n: usize) -> (&str, u64) {
+        let first = self.id_counter.fetch_add(n as u64, Ordering::Relaxed);
+        (&self.id_prefix, first)
+    }
+
+    /// The `_id` literal of counter value `n`, as the engine writes them.
+    pub fn generated_id(prefix: &str, n: u64) -> String {
+        let mut digits = [0; 11];
+        let digits = base62(n, &mut digits);
+        let mut id = String::with_capacity(prefix.len() + digits.len() + 2);
+        id.push('"');
+        id.push_str(prefix);
+        // Base-62 digits are ASCII.
+        id.extend(digits.iter().map(|&b| b as char));
+        id.push('"');
+        id
+    }
+
     /// The configured secrets and the session's JWT.
     fn secrets(&self) -> Vec<String> {
         let mut secrets = self.config.credentials.secrets();

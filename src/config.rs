@@ -400,6 +400,144 @@ impl WriteOptions {
     }
 }
 
+/// What a full queue (or spool) does to a new document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room up to `blockTimeoutMs`, then `KUZZLE_ERR_QUEUE_FULL`.
+    Block,
+    /// `KUZZLE_ERR_QUEUE_FULL` at once.
+    Reject,
+    /// Make room by failing the oldest documents waiting (a report each);
+    /// memory mode only: a spool never drops what it accepted.
+    DropOldest,
+}
+
+/// When the spool's writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolSync {
+    /// Each produce returns after an fdatasync (shared by concurrent ones).
+    Always,
+    /// An fdatasync at most this often.
+    Interval(Duration),
+    /// When the OS writes back.
+    None,
+}
+
+/// `kuzzle_producer_open`'s configuration.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub spool_dir: Option<String>,
+    pub linger: Duration,
+    pub batch_documents: usize,
+    pub max_queue_documents: usize,
+    pub max_queue_bytes: usize,
+    pub when_full: WhenFull,
+    pub block_timeout: Duration,
+    pub delivery_timeout: Duration,
+    pub spool_max_bytes: u64,
+    pub spool_segment_bytes: u64,
+    pub spool_sync: SpoolSync,
+    pub wait_for_refresh: bool,
+    pub notify: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            spool_dir: None,
+            // librdkafka's linger.ms: enough for companions from a busy
+            // sensor loop, too short to notice for a lone reading.
+            linger: Duration::from_millis(5),
+            batch_documents: 16_000,
+            max_queue_documents: 100_000,
+            max_queue_bytes: 64 << 20,
+            when_full: WhenFull::Block,
+            block_timeout: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(300),
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 16 << 20,
+            spool_sync: SpoolSync::Interval(Duration::from_secs(1)),
+            wait_for_refresh: false,
+            notify: false,
+        }
+    }
+}
+
+const PRODUCER_KEYS: &[&str] = &[
+    "spoolDir",
+    "lingerMs",
+    "batchDocuments",
+    "maxQueueDocuments",
+    "maxQueueBytes",
+    "whenFull",
+    "blockTimeoutMs",
+    "deliveryTimeoutMs",
+    "spoolMaxBytes",
+    "spoolSegmentBytes",
+    "spoolSync",
+    "waitForRefresh",
+    "notify",
+];
+
+impl ProducerConfig {
+    /// Parses `kuzzle_producer_open`'s configuration (NULL: every default).
+    pub fn from_json(text: Option<&str>) -> Result<ProducerConfig> {
+        let mut c = ProducerConfig::default();
+        let Some(text) = text else { return Ok(c) };
+        let json: Value = serde_json::from_str(text)
+            .map_err(|e| Error::json(format!("producer configuration is not valid JSON: {e}")))?;
+        let keys = Keys::parse("producer configuration", &json)?;
+        keys.reject_unknown(PRODUCER_KEYS)?;
+        c.spool_dir = keys.string("spoolDir")?.filter(|d| !d.is_empty());
+        c.linger = keys.millis("lingerMs", 0)?.unwrap_or(c.linger);
+        if let Some(n) = keys.uint("batchDocuments", 1, 1_000_000)? {
+            c.batch_documents = n as usize;
+        }
+        if let Some(n) = keys.uint("maxQueueDocuments", 1, 100_000_000)? {
+            c.max_queue_documents = n as usize;
+        }
+        if let Some(n) = keys.uint("maxQueueBytes", 1024, 1 << 40)? {
+            c.max_queue_bytes = n as usize;
+        }
+        c.when_full = match keys.string("whenFull")?.as_deref() {
+            None | Some("block") => WhenFull::Block,
+            Some("reject") => WhenFull::Reject,
+            Some("dropOldest") => WhenFull::DropOldest,
+            Some(_) => {
+                return Err(keys.ill_typed("whenFull", "\"block\", \"reject\" or \"dropOldest\""))
+            }
+        };
+        c.block_timeout = keys.millis("blockTimeoutMs", 0)?.unwrap_or(c.block_timeout);
+        c.delivery_timeout = keys
+            .millis("deliveryTimeoutMs", 1)?
+            .unwrap_or(c.delivery_timeout);
+        if let Some(n) = keys.uint("spoolMaxBytes", 1 << 20, 1 << 50)? {
+            c.spool_max_bytes = n;
+        }
+        if let Some(n) = keys.uint("spoolSegmentBytes", 64 << 10, 1 << 30)? {
+            c.spool_segment_bytes = n;
+        }
+        c.spool_sync = match keys.map.get("spoolSync") {
+            None | Some(Value::Null) => c.spool_sync,
+            Some(Value::String(s)) if s == "always" => SpoolSync::Always,
+            Some(Value::String(s)) if s == "none" => SpoolSync::None,
+            Some(Value::Number(_)) => SpoolSync::Interval(
+                keys.millis("spoolSync", 1)?
+                    .unwrap_or(Duration::from_secs(1)),
+            ),
+            Some(_) => {
+                return Err(keys.ill_typed(
+                    "spoolSync",
+                    "\"always\", \"none\" or an interval in milliseconds",
+                ))
+            }
+        };
+        c.wait_for_refresh = keys.bool("waitForRefresh")?.unwrap_or(false);
+        c.notify = keys.bool("notify")?.unwrap_or(false);
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

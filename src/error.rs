@@ -32,6 +32,12 @@ pub enum kuzzle_status {
     KUZZLE_ERR_SERVER = 9,
     /// A bug in libkuzzle (a caught panic). Please report it.
     KUZZLE_ERR_INTERNAL = 10,
+    /// A producer's queue (or spool) has no room: `whenFull` said reject,
+    /// or `blockTimeoutMs` passed.
+    KUZZLE_ERR_QUEUE_FULL = 11,
+    /// A producer's spool cannot be used: locked by another producer, an
+    /// I/O error, or a format this version does not read.
+    KUZZLE_ERR_SPOOL = 12,
 }
 
 pub use kuzzle_status as Status;
@@ -48,7 +54,7 @@ pub(crate) struct StatusRow {
 /// Every status, indexed by its value: the one place that gives each its
 /// text and error id (the order is checked below, and a test checks that
 /// none is missing).
-pub(crate) const STATUSES: [StatusRow; 11] = {
+pub(crate) const STATUSES: [StatusRow; 13] = {
     const fn row(status: Status, text: &'static str, id: &'static str) -> StatusRow {
         StatusRow { status, text, id }
     }
@@ -81,6 +87,12 @@ pub(crate) const STATUSES: [StatusRow; 11] = {
             "internal error\0",
             "libkuzzle.internal",
         ),
+        row(
+            KUZZLE_ERR_QUEUE_FULL,
+            "queue full\0",
+            "libkuzzle.queue_full",
+        ),
+        row(KUZZLE_ERR_SPOOL, "spool error\0", "libkuzzle.spool"),
     ]
 };
 
@@ -221,8 +233,10 @@ mod tests {
         // and values are only appended, so the new one is the last.
         use Status::*;
         let last = |s: Status| match s {
-            KUZZLE_ERR_INTERNAL => true,
-            KUZZLE_OK
+            KUZZLE_ERR_SPOOL => true,
+            KUZZLE_ERR_INTERNAL
+            | KUZZLE_ERR_QUEUE_FULL
+            | KUZZLE_OK
             | KUZZLE_PARTIAL
             | KUZZLE_ERR_INVALID_ARGUMENT
             | KUZZLE_ERR_JSON

@@ -23,8 +23,10 @@ pub mod ffi;
 mod json;
 mod mwrite;
 mod net;
+mod producer;
 mod retry;
 mod secrets;
+mod spool;
 mod transport;
 
 pub use error::{kuzzle_status, Error, Status};

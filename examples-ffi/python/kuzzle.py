@@ -99,6 +99,8 @@ class Status(enum.IntEnum):
     ERR_FORBIDDEN = 8
     ERR_SERVER = 9
     ERR_INTERNAL = 10
+    ERR_QUEUE_FULL = 11
+    ERR_SPOOL = 12
 
 
 def _status(code: int) -> Union[Status, int]:

@@ -32,6 +32,42 @@ pub(super) fn check_all(documents: &str) -> Parsed<(Index<'_>, Fragment)> {
     Ok((index, door))
 }
 
+/// The producer's door, the same checks as each item of an mWrite: the
+/// documents of `text`, one `{"_id"?, "body"}` object (`batch` false) or a
+/// JSON array of them, each as its `_id` literal ("" for none) and body,
+/// slices of `text`. A batch is refused whole when one item is.
+pub(crate) fn check_documents<'a>(
+    text: &'a str,
+    batch: bool,
+) -> crate::error::Result<Vec<(&'a str, &'a str)>> {
+    use crate::error::Error;
+    let syntax =
+        |e: crate::json::SyntaxError| Error::json(format!("not JSON: {}", e.describe(text)));
+    let mut s = Scanner::new(text);
+    let mut docs = Vec::new();
+    let mut refused = None;
+    let mut one = |s: &mut Scanner<'a>| -> Parsed<()> {
+        match check_item(s)? {
+            Ok(doc) => docs.push(doc),
+            Err(reason) if refused.is_none() => refused = Some((docs.len(), reason)),
+            Err(_) => {}
+        }
+        Ok(())
+    };
+    if batch {
+        s.items(&mut one).map_err(syntax)?;
+    } else {
+        s.ws();
+        one(&mut s).map_err(syntax)?;
+    }
+    s.end().map_err(syntax)?;
+    match refused {
+        None => Ok(docs),
+        Some((_, reason)) if !batch => Err(Error::invalid(reason)),
+        Some((i, reason)) => Err(Error::invalid(format!("document {i}: {reason}"))),
+    }
+}
+
 /// Scans one input item (the scanner sits on its first byte). The outer
 /// `Err` is a syntax error that fails the whole call; the inner one is the
 /// reason this item alone is rejected.

@@ -21,6 +21,8 @@ mod result;
 mod strict;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use door::check_documents;
 mod worker;
 
 use crate::config::{Compression, Config, WriteOptions};

@@ -5,12 +5,17 @@
 //! threads, error JSON, `inDoubt`) are stated once, at the top of the
 //! header: `PREAMBLE` in build.rs.
 
+mod producer;
+
+pub use producer::*;
+
 use crate::client::Client;
 use crate::config::{Config, WriteOptions};
 use crate::error::{kuzzle_status, Error, Status};
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 
 /// A connection to one Kuzzle server. Opaque: create it with
 /// `kuzzle_connect`, release it with `kuzzle_disconnect`.
@@ -20,7 +25,8 @@ use std::ptr;
 /// not run while another call on the same handle is in progress.
 #[allow(non_camel_case_types)]
 pub struct kuzzle_client {
-    inner: Client,
+    /// Shared with the client's producers, which may outlive the handle.
+    inner: Arc<Client>,
 }
 
 /// Runs `f`, turning a panic into `KUZZLE_ERR_INTERNAL` and its error JSON.
@@ -211,7 +217,9 @@ pub unsafe extern "C" fn kuzzle_connect(
         };
         match Config::from_json(text).and_then(Client::connect) {
             Ok(client) => {
-                handle = Box::into_raw(Box::new(kuzzle_client { inner: client }));
+                handle = Box::into_raw(Box::new(kuzzle_client {
+                    inner: Arc::new(client),
+                }));
                 (Status::KUZZLE_OK, String::new())
             }
             Err(e) => fail(e),

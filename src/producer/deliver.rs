@@ -1,0 +1,353 @@
+//! The delivery thread: waits for `lingerMs` companions (or a full batch, a
+//! flush, a close), sends a batch through the mWrite engine, turns each
+//! document's result into its final report, and puts back what could not
+//! be delivered yet (Kuzzle out of reach) to try again after a pause.
+
+use super::store::Item;
+use super::{Report, Shared, State};
+use crate::config::WriteOptions;
+use crate::spool::{Outcome, ReportedDoc};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The pause after a batch that got nothing through, doubled up to the
+/// longest: Kuzzle is out of reach, and every retry costs the link.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+pub(super) fn run(shared: &Shared) {
+    let mut pause = Duration::ZERO;
+    while let Some(batch) = next_batch(shared, pause) {
+        let first = batch.first().map_or(0, |i| i.seq);
+        let last = batch.last().map_or(0, |i| i.seq);
+        let (finals, retry) = deliver(shared, batch);
+        let delivered_some = finals.iter().any(|r| r.ok);
+        let retried = retry.len();
+        let retried_min = retry.first().map(|i| i.seq);
+        let retried_bytes: usize = retry.iter().map(Item::size).sum();
+        if !retry.is_empty() {
+            shared.store.put_back(retry);
+            shared
+                .counters
+                .retried_batches
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        finish(shared, finals);
+        pause = match (retried, delivered_some) {
+            (0, _) | (_, true) => Duration::ZERO,
+            _ => (pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE),
+        };
+        let mut state = shared.lock();
+        state.in_flight = 0;
+        state.waiting += retried;
+        state.waiting_bytes += retried_bytes;
+        if retried > 0 {
+            state.oldest.get_or_insert_with(Instant::now);
+        }
+        state.low_watermark = watermark(shared, &state, retried_min, last + 1).max(first);
+        drop(state);
+        shared.progress.notify_all();
+    }
+    let mut state = shared.lock();
+    state.done = true;
+    drop(state);
+    shared.progress.notify_all();
+}
+
+/// Every seq below it has its final report: the lowest one put back, else
+/// the lowest waiting, else the next to be given.
+fn watermark(shared: &Shared, state: &State, retried: Option<u64>, after_batch: u64) -> u64 {
+    if let Some(seq) = retried {
+        return seq;
+    }
+    if let Some(seq) = shared.store.front_seq() {
+        return seq;
+    }
+    match shared.store.spool() {
+        Some(spool) if state.waiting == 0 => spool.stats().next_seq,
+        // The spool hands out in seq order: what waits comes after.
+        Some(_) => after_batch,
+        None => shared.next_seq.load(Ordering::Relaxed),
+    }
+}
+
+/// The next batch once one is due; None when closing.
+fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
+    let c = &shared.config;
+    let mut state = shared.lock();
+    if !pause.is_zero() {
+        // Nothing got through: wait (a close ends the wait).
+        let until = Instant::now() + pause;
+        while !state.closing {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = shared
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+    loop {
+        if state.closing {
+            return None;
+        }
+        if state.waiting == 0 {
+            state.flush = false;
+            state.oldest = None;
+            state.low_watermark = watermark(shared, &state, None, 0).max(state.low_watermark);
+            shared.progress.notify_all();
+            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        let waited = state.oldest.map_or(Duration::MAX, |t| t.elapsed());
+        if state.flush || state.waiting >= c.batch_documents || waited >= c.linger {
+            break;
+        }
+        let left = c.linger - waited;
+        state = shared
+            .wake
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    drop(state);
+    let items = match shared.store.take(c.batch_documents, c.max_queue_bytes) {
+        Ok(items) => items,
+        Err(e) => {
+            // A spool that cannot be read now: try again after a pause.
+            eprintln!("libkuzzle producer: reading the spool failed: {e}");
+            Vec::new()
+        }
+    };
+    let bytes: usize = items.iter().map(Item::size).sum();
+    let mut state = shared.lock();
+    if items.is_empty() {
+        // Counted but not there (a spool's damaged records): nothing waits.
+        state.waiting = 0;
+        state.waiting_bytes = 0;
+    } else {
+        state.waiting -= items.len().min(state.waiting);
+        state.waiting_bytes -= bytes.min(state.waiting_bytes);
+    }
+    state.in_flight = items.len();
+    state.oldest = (state.waiting > 0).then(Instant::now);
+    if let Some(first) = items.first() {
+        state.low_watermark = state.low_watermark.min(first.seq).max(1);
+    }
+    Some(items)
+}
+
+/// Sends a batch; the final reports, and the documents to try again.
+fn deliver(shared: &Shared, batch: Vec<Item>) -> (Vec<Report>, Vec<Item>) {
+    let mut finals = Vec::with_capacity(batch.len());
+    let mut retry = Vec::new();
+    for group in requests(batch) {
+        let (f, r) = deliver_group(shared, group);
+        finals.extend(f);
+        retry.extend(r);
+    }
+    retry.sort_by_key(|i| i.seq);
+    (finals, retry)
+}
+
+/// The batch cut into requests of one index and collection each, in seq
+/// order, with each `_id` at most once per request (two versions of one
+/// document in one request could be stored in either order).
+fn requests(batch: Vec<Item>) -> Vec<Vec<Item>> {
+    let mut groups: Vec<Vec<Item>> = Vec::new();
+    let mut ids: Vec<HashSet<String>> = Vec::new();
+    for item in batch {
+        let k = groups
+            .iter()
+            .position(|g| g[0].index == item.index && g[0].collection == item.collection);
+        match k {
+            Some(k) if !ids[k].contains(&item.id) => {
+                ids[k].insert(item.id.clone());
+                groups[k].push(item);
+            }
+            _ => {
+                ids.push(HashSet::from([item.id.clone()]));
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
+fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) {
+    let c = &shared.config;
+    let mut json =
+        String::with_capacity(group.iter().map(|i| i.id.len() + i.body.len() + 20).sum());
+    json.push('[');
+    for (k, item) in group.iter().enumerate() {
+        if k > 0 {
+            json.push(',');
+        }
+        json.push_str("{\"_id\":");
+        json.push_str(&item.id);
+        json.push_str(",\"body\":");
+        json.push_str(&item.body);
+        json.push('}');
+    }
+    json.push(']');
+    let options = WriteOptions {
+        wait_for_refresh: c.wait_for_refresh,
+        notify: c.notify,
+        strict: false,
+        source: false,
+    };
+    let (index, collection) = (group[0].index.clone(), group[0].collection.clone());
+    let outcome = shared.client.mwrite(&index, &collection, &json, &options);
+    let result: Value = match outcome {
+        Ok(o) => serde_json::from_str(&o.json).unwrap_or(Value::Null),
+        // The call refused whole (an index name Kuzzle cannot take...):
+        // every document's final failure.
+        Err(e) => {
+            let reports = group
+                .into_iter()
+                .map(|item| failure(item, e.http, &e.message, e.in_doubt))
+                .collect();
+            return (reports, Vec::new());
+        }
+    };
+    let by_id: HashMap<String, usize> = group
+        .iter()
+        .enumerate()
+        .filter_map(|(k, item)| {
+            serde_json::from_str::<String>(&item.id)
+                .ok()
+                .map(|id| (id, k))
+        })
+        .collect();
+    let mut verdicts: Vec<Option<Verdict>> = (0..group.len()).map(|_| None).collect();
+    for s in result["successes"].as_array().into_iter().flatten() {
+        if let Some(&k) = s["_id"].as_str().and_then(|id| by_id.get(id)) {
+            verdicts[k] = Some(Verdict::Stored(
+                s["_version"].as_u64(),
+                s["created"].as_bool(),
+            ));
+        }
+    }
+    for e in result["errors"].as_array().into_iter().flatten() {
+        let Some(&k) = e["document"]["_id"].as_str().and_then(|id| by_id.get(id)) else {
+            continue;
+        };
+        let status = e["status"].as_u64().unwrap_or(0) as u16;
+        let in_doubt = e["inDoubt"].as_bool().unwrap_or(true);
+        let reason = e["reason"].as_str().unwrap_or("").to_string();
+        verdicts[k] = Some(Verdict::Failed(status, reason, in_doubt));
+    }
+    let mut finals = Vec::with_capacity(group.len());
+    let mut retry = Vec::new();
+    for (item, verdict) in group.into_iter().zip(verdicts) {
+        match verdict {
+            Some(Verdict::Stored(version, created)) => finals.push(Report {
+                seq: item.seq,
+                index: item.index,
+                collection: item.collection,
+                id: item.id,
+                ok: true,
+                status: 200,
+                version,
+                created,
+                reason: None,
+                in_doubt: false,
+                redelivered: false,
+            }),
+            Some(Verdict::Failed(status, reason, in_doubt)) => {
+                // Out of reach, refused for now or in doubt: the same
+                // document, same id, goes again later; with a spool it
+                // waits as long as the disk holds it.
+                let again = in_doubt || matches!(status, 0 | 429 | 502..=504);
+                let expired = shared.store.spool().is_none()
+                    && item.accepted.elapsed() >= shared.config.delivery_timeout;
+                if again && !expired {
+                    retry.push(item);
+                } else {
+                    finals.push(failure(item, status, &reason, in_doubt));
+                }
+            }
+            // Not in the result (cannot happen: every document is): sent
+            // again, it is harmless with its id.
+            None => retry.push(item),
+        }
+    }
+    (finals, retry)
+}
+
+enum Verdict {
+    Stored(Option<u64>, Option<bool>),
+    Failed(u16, String, bool),
+}
+
+fn failure(item: Item, status: u16, reason: &str, in_doubt: bool) -> Report {
+    Report {
+        seq: item.seq,
+        index: item.index,
+        collection: item.collection,
+        id: item.id,
+        ok: false,
+        status,
+        version: None,
+        created: None,
+        reason: Some(reason.to_string()),
+        in_doubt,
+        redelivered: false,
+    }
+}
+
+/// Final reports: stored first (with a spool, so that a crash from here on
+/// hands them out again rather than sending again), then counted and
+/// handed to `poll`.
+pub(super) fn finish(shared: &Shared, reports: Vec<Report>) {
+    if reports.is_empty() {
+        return;
+    }
+    let outcomes: Vec<Outcome> = reports.iter().map(outcome_of).collect();
+    if let Err(e) = shared.store.outcomes(&outcomes) {
+        // The reports still go out: after a crash these documents would be
+        // sent again (harmless: same ids) and reported once more.
+        eprintln!("libkuzzle producer: recording outcomes in the spool failed: {e}");
+    }
+    let ok = reports.iter().filter(|r| r.ok).count() as u64;
+    shared.counters.delivered.fetch_add(ok, Ordering::Relaxed);
+    shared
+        .counters
+        .failed
+        .fetch_add(reports.len() as u64 - ok, Ordering::Relaxed);
+    shared.reports.push(reports);
+}
+
+fn outcome_of(r: &Report) -> Outcome {
+    Outcome {
+        seq: r.seq,
+        ok: r.ok,
+        status: r.status,
+        version: r.version,
+        created: r.created,
+        reason: r.reason.clone(),
+        in_doubt: r.in_doubt,
+    }
+}
+
+/// A report from the spool's memory of it (after a reopen).
+pub(super) fn report_of(doc: &ReportedDoc, o: &Outcome, redelivered: bool) -> Report {
+    Report {
+        seq: doc.seq,
+        index: doc.index.clone(),
+        collection: doc.collection.clone(),
+        id: doc.id.clone(),
+        ok: o.ok,
+        status: o.status,
+        version: o.version,
+        created: o.created,
+        reason: o.reason.clone(),
+        in_doubt: o.in_doubt,
+        redelivered,
+    }
+}

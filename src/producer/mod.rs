@@ -1,0 +1,493 @@
+//! The gateway producer: documents accepted one by one from any thread,
+//! kept in memory or in the crash-safe spool, sent in batches by one
+//! delivery thread through the mWrite engine, and one final report per
+//! document handed to the application by `poll`.
+//!
+//! - `store`: where accepted documents wait (memory or spool).
+//! - `deliver`: the delivery thread: batches, the engine, outcomes.
+//! - `reports`: the reports waiting for `poll`, and their descriptor.
+
+mod deliver;
+mod reports;
+mod store;
+
+pub(crate) use reports::{json_array, Report};
+
+use crate::client::Client;
+use crate::config::{ProducerConfig, SpoolSync, WhenFull};
+use crate::error::{Error, Result, Status};
+use crate::mwrite::check_documents;
+use crate::spool::{Spool, SpoolConfig, SpoolError, SyncMode};
+use reports::Reports;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use store::{Item, Store};
+
+/// What the producer's threads share.
+pub(crate) struct Shared {
+    client: Arc<Client>,
+    config: ProducerConfig,
+    store: Store,
+    state: Mutex<State>,
+    /// The delivery thread waits on it: documents, a flush, a close.
+    wake: Condvar,
+    /// Producers waiting for room, flushes waiting for reports.
+    progress: Condvar,
+    reports: Reports,
+    /// Seqs of memory mode (a spool numbers its own).
+    next_seq: AtomicU64,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    retried_batches: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Accepted documents not yet taken by the delivery thread.
+    waiting: usize,
+    waiting_bytes: usize,
+    /// Taken, in a batch being delivered.
+    in_flight: usize,
+    /// Accepted, final report not yet polled: what the queue bound counts.
+    outstanding: usize,
+    outstanding_bytes: usize,
+    /// When the oldest waiting document arrived (for `lingerMs`).
+    oldest: Option<Instant>,
+    /// Raised by flush, until nothing waits.
+    flush: bool,
+    closing: bool,
+    /// The delivery thread ended.
+    done: bool,
+    /// Every seq below this has its final report (or was never ours).
+    low_watermark: u64,
+    /// Seqs of the reports handed out by the last poll.
+    handed: Vec<u64>,
+}
+
+pub(crate) struct Producer {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    pub fn open(client: Arc<Client>, config: ProducerConfig) -> Result<Producer> {
+        let reports = Reports::new()
+            .map_err(|e| Error::new(Status::KUZZLE_ERR_INTERNAL, format!("no socket pair: {e}")))?;
+        let mut state = State {
+            low_watermark: 1,
+            ..State::default()
+        };
+        let store = match &config.spool_dir {
+            None => Store::Memory(Mutex::new(Default::default())),
+            Some(dir) => {
+                let (spool, redeliveries) = Spool::open(SpoolConfig {
+                    dir: dir.into(),
+                    max_bytes: config.spool_max_bytes,
+                    segment_bytes: config.spool_segment_bytes,
+                    sync: match config.spool_sync {
+                        SpoolSync::Always => SyncMode::Always,
+                        SpoolSync::Interval(d) => SyncMode::Interval(d),
+                        SpoolSync::None => SyncMode::None,
+                    },
+                })
+                .map_err(spool_error)?;
+                let stats = spool.stats();
+                state.waiting = stats.pending as usize;
+                state.outstanding = stats.pending as usize + redeliveries.len();
+                state.oldest = (stats.pending > 0).then(Instant::now);
+                reports.push(
+                    redeliveries
+                        .into_iter()
+                        .map(|r| deliver::report_of(&r.doc, &r.outcome, true))
+                        .collect(),
+                );
+                Store::Spool(spool)
+            }
+        };
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            store,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+            reports,
+            next_seq: AtomicU64::new(1),
+            counters: Counters::default(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kuzzle-producer".into())
+            .spawn(move || deliver::run(&worker))
+            .map_err(|e| {
+                Error::new(
+                    Status::KUZZLE_ERR_INTERNAL,
+                    format!("cannot start the delivery thread: {e}"),
+                )
+            })?;
+        Ok(Producer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// `kuzzle_produce` (`batch` false: one document) and
+    /// `kuzzle_produce_batch`: the first seq and how many were accepted.
+    pub fn produce(
+        &self,
+        index: &str,
+        collection: &str,
+        text: &str,
+        batch: bool,
+    ) -> Result<(u64, usize)> {
+        if index.is_empty() || collection.is_empty() {
+            return Err(Error::invalid("index and collection must not be empty"));
+        }
+        let shared = &*self.shared;
+        let checked = check_documents(text, batch)?;
+        if checked.is_empty() {
+            return Ok((0, 0));
+        }
+        // Ids given at acceptance, so that every resend (after a restart
+        // too: they are spooled) carries the same one.
+        let (prefix, first_id) = shared.client.next_ids(checked.len());
+        let docs: Vec<(String, &str)> = checked
+            .iter()
+            .enumerate()
+            .map(|(k, (id, body))| match *id {
+                "" => (Client::generated_id(prefix, first_id + k as u64), *body),
+                given => (given.to_string(), *body),
+            })
+            .collect();
+        let bytes: usize = docs
+            .iter()
+            .map(|(id, body)| index.len() + collection.len() + id.len() + body.len() + 64)
+            .sum();
+        let n = docs.len();
+        self.admit(n, bytes)?;
+        let first = loop {
+            let appended = shared.store.append(index, collection, &docs, |n| {
+                shared.next_seq.fetch_add(n as u64, Ordering::Relaxed)
+            });
+            match appended {
+                Ok(first) => break first,
+                Err(SpoolError::Full) if shared.config.when_full == WhenFull::Block => {
+                    if !self.wait_for_room_on_disk() {
+                        self.release(n, bytes);
+                        return Err(queue_full("the spool is full (spoolMaxBytes)"));
+                    }
+                }
+                Err(SpoolError::Full) => {
+                    self.release(n, bytes);
+                    return Err(queue_full("the spool is full (spoolMaxBytes)"));
+                }
+                Err(e) => {
+                    self.release(n, bytes);
+                    return Err(spool_error(e));
+                }
+            }
+        };
+        let mut state = shared.lock();
+        state.waiting += n;
+        state.waiting_bytes += bytes;
+        state.oldest.get_or_insert_with(Instant::now);
+        drop(state);
+        shared
+            .counters
+            .accepted
+            .fetch_add(n as u64, Ordering::Relaxed);
+        shared.wake.notify_all();
+        Ok((first, n))
+    }
+
+    /// Counts `n` documents against the queue's bounds, as `whenFull` says
+    /// when there is no room.
+    fn admit(&self, n: usize, bytes: usize) -> Result<()> {
+        let shared = &*self.shared;
+        let c = &shared.config;
+        let deadline = Instant::now() + c.block_timeout;
+        let mut state = shared.lock();
+        loop {
+            if state.closing {
+                return Err(Error::invalid("the producer is closing"));
+            }
+            let fits = |s: &State| {
+                s.outstanding == 0
+                    || (s.outstanding + n <= c.max_queue_documents
+                        && s.outstanding_bytes + bytes <= c.max_queue_bytes)
+            };
+            if fits(&state) {
+                state.outstanding += n;
+                state.outstanding_bytes += bytes;
+                return Ok(());
+            }
+            match c.when_full {
+                WhenFull::Reject => return Err(queue_full("the queue is full")),
+                WhenFull::DropOldest if shared.store.spool().is_none() => {
+                    // The reports of dropped documents are small; they are
+                    // bounded apart, so that a program that never polls
+                    // still hears of the queue being full.
+                    if shared.reports.waiting() >= c.max_queue_documents {
+                        return Err(queue_full("the queue is full of reports not polled"));
+                    }
+                    let dropped = shared.store.drop_oldest(n.max(1));
+                    if dropped.is_empty() {
+                        return Err(queue_full("the queue is full of reports not polled"));
+                    }
+                    let freed: usize = dropped.iter().map(Item::size).sum();
+                    state.waiting -= dropped.len().min(state.waiting);
+                    state.waiting_bytes -= freed.min(state.waiting_bytes);
+                    state.outstanding -= dropped.len().min(state.outstanding);
+                    state.outstanding_bytes -= freed.min(state.outstanding_bytes);
+                    drop(state);
+                    shared
+                        .counters
+                        .dropped
+                        .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+                    deliver::finish(shared, dropped_reports(dropped));
+                    state = shared.lock();
+                }
+                _ => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(queue_full("the queue is full (blockTimeoutMs passed)"));
+                    }
+                    state = shared
+                        .progress
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    fn release(&self, n: usize, bytes: usize) {
+        let mut state = self.shared.lock();
+        state.outstanding -= n.min(state.outstanding);
+        state.outstanding_bytes -= bytes.min(state.outstanding_bytes);
+    }
+
+    /// With a full spool and `block`: waits until reports are consumed
+    /// (which frees segments) or `blockTimeoutMs`; false when time is up.
+    fn wait_for_room_on_disk(&self) -> bool {
+        let shared = &*self.shared;
+        let state = shared.lock();
+        let (_state, timeout) = shared
+            .progress
+            .wait_timeout(state, shared.config.block_timeout)
+            .unwrap_or_else(|p| p.into_inner());
+        !timeout.timed_out()
+    }
+
+    /// `kuzzle_producer_poll`: at most `max` reports, waiting up to
+    /// `timeout` for one. The reports of the previous poll are consumed.
+    pub fn poll(&self, max: usize, timeout: Duration) -> Result<Vec<Report>> {
+        let shared = &*self.shared;
+        let previous = std::mem::take(&mut shared.lock().handed);
+        shared.store.consumed(&previous).map_err(spool_error)?;
+        let reports = shared.reports.take(max, timeout);
+        // Dropped documents stopped counting when they were dropped.
+        let counted: Vec<&Report> = reports.iter().filter(|r| !r.dropped()).collect();
+        let freed: usize = counted.iter().map(|r| report_size(r)).sum();
+        let mut state = shared.lock();
+        state.handed = reports.iter().map(|r| r.seq).collect();
+        state.outstanding -= counted.len().min(state.outstanding);
+        state.outstanding_bytes -= freed.min(state.outstanding_bytes);
+        drop(state);
+        shared.progress.notify_all();
+        Ok(reports)
+    }
+
+    /// `kuzzle_producer_flush`: sends what waits at once, and waits until
+    /// every document accepted before the call has its final report.
+    pub fn flush(&self, timeout: Duration) -> Status {
+        let shared = &*self.shared;
+        let target = match shared.store.spool() {
+            Some(spool) => spool.stats().next_seq,
+            None => shared.next_seq.load(Ordering::Relaxed),
+        };
+        let failed_before = shared.counters.failed.load(Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let mut state = shared.lock();
+        state.flush = true;
+        shared.wake.notify_all();
+        while state.low_watermark < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.done {
+                return Status::KUZZLE_ERR_TIMEOUT;
+            }
+            state = shared
+                .progress
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if shared.counters.failed.load(Ordering::Relaxed) > failed_before {
+            Status::KUZZLE_PARTIAL
+        } else {
+            Status::KUZZLE_OK
+        }
+    }
+
+    /// `kuzzle_producer_stats`.
+    pub fn stats(&self) -> String {
+        let shared = &*self.shared;
+        let c = &shared.counters;
+        let state = shared.lock();
+        let mut v = serde_json::json!({
+            "accepted": c.accepted.load(Ordering::Relaxed),
+            "delivered": c.delivered.load(Ordering::Relaxed),
+            "failed": c.failed.load(Ordering::Relaxed),
+            "dropped": c.dropped.load(Ordering::Relaxed),
+            "retriedBatches": c.retried_batches.load(Ordering::Relaxed),
+            "waiting": state.waiting,
+            "inFlight": state.in_flight,
+            "reportsWaiting": shared.reports.waiting(),
+            "outstanding": state.outstanding,
+            "outstandingBytes": state.outstanding_bytes,
+            "spool": null,
+        });
+        drop(state);
+        if let Some(spool) = shared.store.spool() {
+            let s = spool.stats();
+            v["spool"] = serde_json::json!({
+                "bytes": s.bytes,
+                "segments": s.segments,
+                "durableSeq": s.durable_seq,
+                "nextSeq": s.next_seq,
+                "pending": s.pending,
+                "corruptRecords": s.corrupt_records,
+                "fsyncs": s.fsyncs,
+                "bytesWritten": s.bytes_written,
+            });
+        }
+        v.to_string()
+    }
+
+    /// The descriptor that is readable while reports wait.
+    pub fn fd(&self) -> i32 {
+        self.shared.reports.fd()
+    }
+
+    /// `kuzzle_producer_close`: flushes up to `timeout`, stops, and hands
+    /// back the reports not polled. Memory mode: what was not delivered by
+    /// then gets a final failure report; with a spool it stays on disk for
+    /// the next open.
+    pub fn close(mut self, timeout: Duration) -> Vec<Report> {
+        let reports = self.stop(timeout);
+        // The delivery thread ended: its share of the spool too, which is
+        // closed now (synced, unlocked) for the next opener.
+        let ended = self.shared.lock().done;
+        if let Some(thread) = self.thread.take().filter(|_| ended) {
+            let _ = thread.join();
+            if let Ok(shared) = Arc::try_unwrap(self.shared) {
+                if let Store::Spool(spool) = shared.store {
+                    if let Err(e) = spool.close() {
+                        eprintln!("libkuzzle producer: closing the spool failed: {e}");
+                    }
+                }
+            }
+        }
+        reports
+    }
+
+    fn stop(&self, timeout: Duration) -> Vec<Report> {
+        let shared = &*self.shared;
+        let deadline = Instant::now() + timeout;
+        let _ = self.flush(timeout);
+        let mut state = shared.lock();
+        state.closing = true;
+        shared.wake.notify_all();
+        while !state.done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // A request still in flight: the thread ends on its own
+                // (bounded by timeoutMs), its documents spooled or, in
+                // memory mode, reported below as not known to be written.
+                break;
+            }
+            state = shared
+                .progress
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let handed = std::mem::take(&mut state.handed);
+        drop(state);
+        let _ = shared.store.consumed(&handed);
+        if shared.store.spool().is_none() {
+            let left = shared.store.drop_oldest(usize::MAX);
+            deliver::finish(shared, closed_reports(left));
+        }
+        let reports = shared.reports.take_all();
+        let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+        let _ = shared.store.consumed(&seqs);
+        reports
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Counters are updated whole under the lock: a panic leaves them so.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn report_size(r: &Report) -> usize {
+    r.index.len() + r.collection.len() + r.id.len() + 64
+}
+
+fn queue_full(why: &str) -> Error {
+    Error::new(Status::KUZZLE_ERR_QUEUE_FULL, why)
+}
+
+fn spool_error(e: SpoolError) -> Error {
+    match e {
+        SpoolError::Full => queue_full("the spool is full (spoolMaxBytes)"),
+        other => Error::new(Status::KUZZLE_ERR_SPOOL, other.to_string()),
+    }
+}
+
+fn dropped_reports(items: Vec<Item>) -> Vec<Report> {
+    failed_reports(
+        items,
+        reports::DROPPED,
+        "dropped: the queue was full (whenFull: dropOldest)",
+    )
+}
+
+fn closed_reports(items: Vec<Item>) -> Vec<Report> {
+    failed_reports(
+        items,
+        0,
+        "not sent: the producer was closed before delivery",
+    )
+}
+
+fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
+    items
+        .into_iter()
+        .map(|item| Report {
+            seq: item.seq,
+            index: item.index,
+            collection: item.collection,
+            id: item.id,
+            ok: false,
+            status,
+            version: None,
+            created: None,
+            reason: Some(reason.to_string()),
+            in_doubt: false,
+            redelivered: false,
+        })
+        .collect()
+}

@@ -1,0 +1,252 @@
+//! Appending: record writes, segment rotation, free space, and the group
+//! commit that lets one fdatasync serve every appender waiting for it.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::sync_dir;
+use super::codec::{self, DOCS_SEQ_AT};
+use super::frame::{self, FILE_HEADER, SEGMENT_MAGIC};
+use super::{io_err, journal, lock, Inner, NewDoc, Segment, SpoolError, State, SyncMode};
+
+pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("seg-{first:020}.log"))
+}
+
+/// Creates a segment or journal file with its header (synced if `sync`).
+pub(super) fn create_file(
+    path: &Path,
+    magic: &[u8; 8],
+    number: u64,
+    sync: bool,
+) -> Result<File, SpoolError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_err(path, "create", e))?;
+    write_record(&file, path, 0, &frame::file_header(magic, number))?;
+    if sync {
+        file.sync_data().map_err(|e| io_err(path, "fdatasync", e))?;
+    }
+    Ok(file)
+}
+
+/// Writes `bytes` at `at`; on failure (ENOSPC in mid-record, say) cuts the
+/// file back to `at`, so that a failed append leaves nothing behind.
+pub(super) fn write_record(
+    file: &File,
+    path: &Path,
+    at: u64,
+    bytes: &[u8],
+) -> Result<(), SpoolError> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, at).map_err(|e| {
+        let _ = file.set_len(at);
+        io_err(path, "write", e)
+    })
+}
+
+pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> {
+    // Encoded before taking the lock; only the seq and the CRC are done under it.
+    let mut record = codec::docs_record(docs);
+    let last = {
+        let mut st = lock(&inner.state);
+        if docs.is_empty() {
+            return Ok(st.next_seq);
+        }
+        make_room(inner, &mut st, record.len() as u64)?;
+        let first = st.next_seq;
+        record[DOCS_SEQ_AT..DOCS_SEQ_AT + 8].copy_from_slice(&first.to_le_bytes());
+        frame::seal(&mut record);
+        let active_first = st.active_first;
+        let path = segment_path(&inner.cfg.dir, active_first);
+        let at = st.segments[&active_first].len;
+        write_record(&st.active, &path, at, &record)?;
+        let n = docs.len() as u64;
+        if let Some(seg) = st.segments.get_mut(&active_first) {
+            seg.len += record.len() as u64;
+            seg.live += n;
+        }
+        st.segment_bytes_total += record.len() as u64;
+        st.pending += n;
+        st.next_seq += n;
+        inner.bytes_written.fetch_add(record.len() as u64, Relaxed);
+        if inner.cfg.sync != SyncMode::Always {
+            return Ok(first);
+        }
+        st.next_seq - 1
+    };
+    sync_to(inner, last)?;
+    Ok(last + 1 - docs.len() as u64)
+}
+
+/// Checks the space left, and starts a new segment when the active one is full.
+fn make_room(inner: &Inner, st: &mut State, need: u64) -> Result<(), SpoolError> {
+    let cfg = &inner.cfg;
+    let over = |st: &State| st.segment_bytes_total + st.journal.len + need > cfg.max_bytes;
+    if over(st) {
+        // The active segment is never deleted: when everything in it is
+        // consumed, a new one lets it go.
+        let active = &st.segments[&st.active_first];
+        if active.live == 0 && active.len > FILE_HEADER {
+            rotate(inner, st)?;
+            journal::compact(inner, st)?;
+        }
+        if over(st) {
+            return Err(SpoolError::Full);
+        }
+    }
+    let len = st.segments[&st.active_first].len;
+    if len > FILE_HEADER && len + need > cfg.segment_bytes {
+        rotate(inner, st)?;
+    }
+    Ok(())
+}
+
+/// Closes the active segment (synced unless `SyncMode::None`) and starts
+/// the next one at `next_seq`.
+pub(super) fn rotate(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
+    let dir = &inner.cfg.dir;
+    let sync = inner.cfg.sync != SyncMode::None;
+    if sync {
+        st.active
+            .sync_data()
+            .map_err(|e| io_err(&segment_path(dir, st.active_first), "fdatasync", e))?;
+        inner.fsyncs.fetch_add(1, Relaxed);
+        mark_durable(inner, st.next_seq - 1);
+    } else {
+        st.unsynced.push(st.active_first);
+    }
+    let first = st.next_seq;
+    let file = create_file(&segment_path(dir, first), SEGMENT_MAGIC, first, sync)?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    st.segments.insert(
+        first,
+        Segment {
+            first,
+            len: FILE_HEADER,
+            live: 0,
+        },
+    );
+    st.segment_bytes_total += FILE_HEADER;
+    st.active = Arc::new(file);
+    st.active_first = first;
+    Ok(())
+}
+
+pub(super) fn mark_durable(inner: &Inner, upto: u64) {
+    let mut s = lock(&inner.sync);
+    s.durable = s.durable.max(upto);
+}
+
+/// Returns once every seq up to `target` is on disk. One thread at a time
+/// runs the fdatasync; the others wait for it, and a sync that covers them
+/// (it covers all that was written when it started) serves them all.
+pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
+    let mut s = lock(&inner.sync);
+    loop {
+        if s.durable >= target {
+            return Ok(());
+        }
+        if s.in_progress {
+            s = inner.synced.wait(s).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        s.in_progress = true;
+        drop(s);
+        // Earlier segments were synced at rotation: the active one suffices.
+        let (file, upto, path) = {
+            let st = lock(&inner.state);
+            (
+                st.active.clone(),
+                st.next_seq - 1,
+                segment_path(&inner.cfg.dir, st.active_first),
+            )
+        };
+        let result = file.sync_data();
+        s = lock(&inner.sync);
+        s.in_progress = false;
+        inner.synced.notify_all();
+        match result {
+            Ok(()) => {
+                inner.fsyncs.fetch_add(1, Relaxed);
+                s.durable = s.durable.max(upto);
+            }
+            Err(e) => return Err(io_err(&path, "fdatasync", e)),
+        }
+    }
+}
+
+/// `SyncMode::Interval`'s thread: an fdatasync of what was written, at most
+/// once per interval, until the spool is closed or dropped. A failure
+/// shows as a `durable_seq` that no longer moves.
+pub(super) fn background(inner: &Inner, every: Duration) {
+    let mut stop = lock(&inner.stop);
+    let mut last = Instant::now();
+    loop {
+        if *stop {
+            return;
+        }
+        let left = every.saturating_sub(last.elapsed());
+        if !left.is_zero() {
+            stop = inner
+                .stop_cv
+                .wait_timeout(stop, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
+        }
+        drop(stop);
+        let _ = sync_written(inner);
+        last = Instant::now();
+        stop = lock(&inner.stop);
+    }
+}
+
+/// Syncs the segments and the journal if anything was written since the
+/// last sync.
+fn sync_written(inner: &Inner) -> Result<(), SpoolError> {
+    let (target, journal) = {
+        let mut st = lock(&inner.state);
+        let journal = st.journal.dirty.then(|| st.journal.file.clone());
+        st.journal.dirty = false;
+        (st.next_seq - 1, journal)
+    };
+    if let Some(file) = journal {
+        journal::sync_journal(inner, &file)?;
+    }
+    sync_to(inner, target)
+}
+
+/// `close`: everything written is synced.
+pub(super) fn sync_everything(inner: &Inner) -> Result<(), SpoolError> {
+    let dir = &inner.cfg.dir;
+    let mut st = lock(&inner.state);
+    for first in std::mem::take(&mut st.unsynced) {
+        let path = segment_path(dir, first);
+        File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| io_err(&path, "fdatasync", e))?;
+        inner.fsyncs.fetch_add(1, Relaxed);
+    }
+    st.active
+        .sync_data()
+        .map_err(|e| io_err(&segment_path(dir, st.active_first), "fdatasync", e))?;
+    st.journal.file.sync_data().map_err(|e| {
+        io_err(
+            &journal::journal_path(dir, st.journal.number),
+            "fdatasync",
+            e,
+        )
+    })?;
+    inner.fsyncs.fetch_add(2, Relaxed);
+    mark_durable(inner, st.next_seq - 1);
+    Ok(())
+}

@@ -1,0 +1,430 @@
+//! The gateway producer through the C ABI, against the real local Kuzzle:
+//! one final report per accepted document, in memory and with a spool,
+//! across a close, a reopen and a SIGKILL of the producing process.
+
+mod common;
+
+use common::*;
+use kuzzle::ffi::*;
+use kuzzle::kuzzle_status as S;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::ffi::{c_char, CStr};
+use std::path::PathBuf;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+struct Producer(*mut kuzzle_producer);
+
+// The C API documents produce calls as safe from many threads.
+unsafe impl Send for Producer {}
+unsafe impl Sync for Producer {}
+
+fn open(h: &Handle, config: Value) -> Result<Producer, (S, Value)> {
+    let cfg = cstr(&config.to_string());
+    let mut p = ptr::null_mut();
+    let mut err = ptr::null_mut();
+    let status = unsafe { kuzzle_producer_open(h.0, cfg.as_ptr(), &mut p, &mut err) };
+    if status == S::KUZZLE_OK {
+        assert!(err.is_null() && !p.is_null());
+        Ok(Producer(p))
+    } else {
+        assert!(p.is_null());
+        Err((status, serde_json::from_str(&take(err)).unwrap()))
+    }
+}
+
+impl Producer {
+    fn produce(&self, index: &str, doc: &Value) -> (S, u64) {
+        let (i, c, d) = (cstr(index), cstr("c"), cstr(&doc.to_string()));
+        let mut seq = 0;
+        let status =
+            unsafe { kuzzle_produce(self.0, i.as_ptr(), c.as_ptr(), d.as_ptr(), &mut seq) };
+        (status, seq)
+    }
+
+    fn batch(&self, index: &str, docs: &Value) -> (S, u64, usize) {
+        let (i, c, d) = (cstr(index), cstr("c"), cstr(&docs.to_string()));
+        let (mut first, mut n) = (0, 0);
+        let status = unsafe {
+            kuzzle_produce_batch(
+                self.0,
+                i.as_ptr(),
+                c.as_ptr(),
+                d.as_ptr(),
+                &mut first,
+                &mut n,
+            )
+        };
+        (status, first, n)
+    }
+
+    fn poll(&self, max: usize, timeout_ms: i32) -> Vec<Value> {
+        let mut out = ptr::null_mut();
+        let status = unsafe { kuzzle_producer_poll(self.0, max, timeout_ms, &mut out) };
+        assert_eq!(status, S::KUZZLE_OK);
+        match serde_json::from_str(&take(out)).unwrap() {
+            Value::Array(reports) => reports,
+            other => panic!("poll gave {other}"),
+        }
+    }
+
+    fn flush(&self, timeout_ms: i32) -> S {
+        unsafe { kuzzle_producer_flush(self.0, timeout_ms) }
+    }
+
+    fn stats(&self) -> Value {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            unsafe { kuzzle_producer_stats(self.0, &mut out) },
+            S::KUZZLE_OK
+        );
+        serde_json::from_str(&take(out)).unwrap()
+    }
+
+    fn close(self, timeout_ms: i32) -> Vec<Value> {
+        let mut out = ptr::null_mut();
+        let status = unsafe { kuzzle_producer_close(self.0, timeout_ms, &mut out) };
+        assert_eq!(status, S::KUZZLE_OK);
+        serde_json::from_str::<Vec<Value>>(&take(out)).unwrap()
+    }
+}
+
+/// Polls until `n` reports came (or 60 s): every report, checked to be
+/// about a distinct seq.
+fn collect(p: &Producer, n: usize) -> HashMap<u64, Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut by_seq = HashMap::new();
+    while by_seq.len() < n {
+        assert!(Instant::now() < deadline, "{} reports of {n}", by_seq.len());
+        for r in p.poll(10_000, 500) {
+            let seq = r["seq"].as_u64().unwrap();
+            assert!(
+                by_seq.insert(seq, r.clone()).is_none(),
+                "seq {seq} reported twice: {r}"
+            );
+        }
+    }
+    by_seq
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuzzle-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn memory_mode_reports_each_document_once_from_eight_threads() {
+    let h = connect(&default_stack().config());
+    let index = fresh_index(&h, "prod");
+    let p = open(&h, json!({"lingerMs": 2})).unwrap();
+    let seqs: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (p, index) = (&p, &index);
+                s.spawn(move || {
+                    (0..500)
+                        .map(|i| {
+                            let doc = json!({"body": {"t": t, "i": i}});
+                            let (status, seq) = p.produce(index, &doc);
+                            assert_eq!(status, S::KUZZLE_OK);
+                            seq
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), 4_000, "seqs are unique");
+    assert_eq!(p.flush(60_000), S::KUZZLE_OK);
+    let reports = collect(&p, 4_000);
+    assert_eq!(reports.keys().copied().collect::<HashSet<u64>>(), unique);
+    for r in reports.values() {
+        assert_eq!(r["ok"], true, "{r}");
+        assert!(r["_id"].as_str().is_some_and(|id| !id.is_empty()), "{r}");
+        assert_eq!(r["index"], index.as_str());
+    }
+    assert!(p.poll(10, 0).is_empty(), "nothing more");
+    assert_eq!(p.stats()["delivered"], 4_000);
+    assert!(p.close(10_000).is_empty());
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    assert_eq!(h.count(&index, "c"), 4_000);
+}
+
+#[test]
+fn batches_ids_refusals_and_the_report_struct() {
+    let h = connect(&default_stack().config());
+    let index = fresh_index(&h, "prodb");
+    let p = open(&h, json!({"lingerMs": 0})).unwrap();
+    // A refused batch accepts nothing.
+    let (status, first, n) = p.batch(&index, &json!([{"body": {}}, {"body": 1}]));
+    assert_eq!((status, first, n), (S::KUZZLE_ERR_INVALID_ARGUMENT, 0, 0));
+    let why = unsafe { CStr::from_ptr(kuzzle_produce_error()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("document 1") && why.contains("object"),
+        "{why}"
+    );
+    let (status, _) = p.produce(&index, &json!({"bdy": {}}));
+    assert_eq!(status, S::KUZZLE_ERR_INVALID_ARGUMENT);
+    let docs = json!([{"_id": "mine", "body": {"v": 1}}, {"body": {"v": 2}}, {"_id": "mine", "body": {"v": 3}}]);
+    let (status, first, n) = p.batch(&index, &docs);
+    assert_eq!((status, n), (S::KUZZLE_OK, 3));
+    assert_eq!(p.flush(30_000), S::KUZZLE_OK);
+    // One report at a time, without JSON.
+    let mut seen = Vec::new();
+    let fd = unsafe { kuzzle_producer_fd(p.0) };
+    assert!(fd >= 0);
+    for _ in 0..3 {
+        let mut r = std::mem::MaybeUninit::<kuzzle_report>::uninit();
+        let status = unsafe { kuzzle_producer_next_report(p.0, 5_000, r.as_mut_ptr()) };
+        assert_eq!(status, S::KUZZLE_OK);
+        let r = unsafe { r.assume_init() };
+        let text = |c: *const c_char| unsafe { CStr::from_ptr(c) }.to_str().unwrap().to_string();
+        assert!(r.ok && !r.in_doubt && r.reason.is_null());
+        seen.push((r.seq, text(r.id), r.version, text(r.index)));
+    }
+    seen.sort();
+    assert_eq!(seen[0].0, first);
+    assert_eq!((seen[0].1.as_str(), seen[0].2), ("mine", 1));
+    assert!(seen[1].1.len() > 4, "an id given at acceptance: {seen:?}");
+    assert_eq!(
+        (seen[2].1.as_str(), seen[2].2),
+        ("mine", 2),
+        "the later version last"
+    );
+    let mut r = std::mem::MaybeUninit::<kuzzle_report>::uninit();
+    let status = unsafe { kuzzle_producer_next_report(p.0, 0, r.as_mut_ptr()) };
+    assert_eq!(status, S::KUZZLE_ERR_TIMEOUT);
+    assert!(p.close(1_000).is_empty());
+}
+
+#[test]
+fn a_spool_keeps_what_kuzzle_could_not_take_and_delivers_it_after_a_reopen() {
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "spool");
+    let dir = temp_dir("spool-reopen");
+    let config = json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1});
+    // The uplink down: nothing listens on that port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
+    let p = open(&down, config.clone()).unwrap();
+    let docs: Vec<Value> = (0..300).map(|i| json!({"body": {"n": i}})).collect();
+    let (status, first, n) = p.batch(&index, &Value::Array(docs));
+    assert_eq!((status, n), (S::KUZZLE_OK, 300));
+    assert_eq!(p.flush(500), S::KUZZLE_ERR_TIMEOUT, "Kuzzle out of reach");
+    assert!(
+        p.poll(10, 0).is_empty(),
+        "nothing is reported failed while out of reach"
+    );
+    // A second opener is refused while the first holds the spool.
+    let (status, e) = open(&down, config.clone()).map(|_| ()).unwrap_err();
+    assert_eq!(status, S::KUZZLE_ERR_SPOOL, "{e}");
+    assert!(p.close(2_000).is_empty());
+    drop(down);
+    // Reopened with Kuzzle reachable: delivered, once each, seqs kept.
+    let p = open(&h, config).unwrap();
+    assert_eq!(p.flush(60_000), S::KUZZLE_OK);
+    let reports = collect(&p, 300);
+    let expected: HashSet<u64> = (first..first + 300).collect();
+    assert_eq!(reports.keys().copied().collect::<HashSet<u64>>(), expected);
+    assert!(reports.values().all(|r| r["ok"] == true));
+    let (status, later) = p.produce(&index, &json!({"body": {"n": 300}}));
+    assert_eq!(status, S::KUZZLE_OK);
+    assert!(later >= first + 300, "seqs continue after a reopen");
+    assert_eq!(p.flush(30_000), S::KUZZLE_OK);
+    collect(&p, 1);
+    assert!(p.close(5_000).is_empty());
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    assert_eq!(h.count(&index, "c"), 301);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_queue_rejects_or_drops_the_oldest_as_told() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
+    let p = open(
+        &down,
+        json!({"maxQueueDocuments": 10, "whenFull": "reject", "lingerMs": 100000}),
+    )
+    .unwrap();
+    for i in 0..10 {
+        assert_eq!(p.produce("i", &json!({"body": {"n": i}})).0, S::KUZZLE_OK);
+    }
+    assert_eq!(
+        p.produce("i", &json!({"body": {"n": 10}})).0,
+        S::KUZZLE_ERR_QUEUE_FULL
+    );
+    let left = p.close(0);
+    assert_eq!(
+        left.len(),
+        10,
+        "memory mode: every undelivered document reported at close"
+    );
+    assert!(
+        left.iter()
+            .all(|r| r["ok"] == false && r["inDoubt"] == false),
+        "{left:?}"
+    );
+
+    let p = open(
+        &down,
+        json!({"maxQueueDocuments": 10, "whenFull": "dropOldest", "lingerMs": 100000}),
+    )
+    .unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..15 {
+        let (status, seq) = p.produce("i", &json!({"body": {"n": i}}));
+        assert_eq!(status, S::KUZZLE_OK);
+        seqs.push(seq);
+    }
+    let dropped = p.poll(100, 0);
+    assert_eq!(dropped.len(), 5, "{dropped:?}");
+    for (r, seq) in dropped.iter().zip(&seqs) {
+        assert_eq!(
+            (r["seq"].as_u64(), r["status"].as_u64()),
+            (Some(*seq), Some(507)),
+            "{r}"
+        );
+    }
+    assert_eq!(p.close(0).len(), 10);
+}
+
+/// The crash test's child (this test binary again, in the environment
+/// below): produces numbered documents into a spool and prints each number
+/// once its produce call returned, until it is killed.
+fn crash_child(dir: String) {
+    let index = std::env::var("KUZZLE_CRASH_INDEX").unwrap();
+    let start: u64 = std::env::var("KUZZLE_CRASH_START")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = std::env::var("KUZZLE_CRASH_PORT").unwrap();
+    let h = connect(&json!({"host":"127.0.0.1","port":port.parse::<u16>().unwrap()}));
+    let p = open(&h, json!({"spoolDir": dir, "lingerMs": 1})).unwrap();
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    for n in start.. {
+        let (status, seq) = p.produce(&index, &json!({"_id": format!("n{n}"), "body": {"n": n}}));
+        assert_eq!(status, S::KUZZLE_OK);
+        writeln!(out, "{n} {seq}").unwrap();
+        out.flush().unwrap();
+        let _ = p.poll(1000, 0);
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
+    if let Ok(dir) = std::env::var("KUZZLE_CRASH_SPOOL") {
+        return crash_child(dir);
+    }
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "crash");
+    let dir = temp_dir("spool-crash");
+    let exe = std::env::current_exe().unwrap();
+    let mut accepted: Vec<u64> = Vec::new();
+    let mut next = 0u64;
+    // Deterministic instants: after a number of accepted documents, not
+    // after a time (the child runs as fast as the machine lets it).
+    for (round, kill_after) in [1usize, 7, 40, 3, 150, 15, 300, 2, 60, 500]
+        .iter()
+        .enumerate()
+    {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "sigkill_at_any_moment_loses_and_duplicates_nothing",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("KUZZLE_CRASH_SPOOL", &dir)
+            .env("KUZZLE_CRASH_INDEX", &index)
+            .env("KUZZLE_CRASH_START", next.to_string())
+            .env("KUZZLE_CRASH_PORT", stack.port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut got = 0;
+        while got < *kill_after {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("round {round}: the child ended early");
+            };
+            let Some((n, _seq)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            accepted.push(n);
+            next = n + 1;
+            got += 1;
+        }
+        // SIGKILL: no destructor, no flush.
+        child.kill().unwrap();
+        // What it printed before dying was accepted too.
+        for line in lines.map_while(Result::ok) {
+            if let Some(n) = line
+                .split_once(' ')
+                .and_then(|(n, _)| n.parse::<u64>().ok())
+            {
+                accepted.push(n);
+                next = n + 1;
+            }
+        }
+        child.wait().unwrap();
+    }
+    // Reopened: everything accepted is delivered; nothing twice.
+    let p = open(
+        &h,
+        json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1}),
+    )
+    .unwrap();
+    assert_eq!(p.flush(120_000), S::KUZZLE_OK);
+    let _ = p.poll(1_000_000, 0);
+    assert!(p.close(10_000).len() <= 1_000_000);
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    let stored = h.count(&index, "c");
+    let accepted: HashSet<u64> = accepted.into_iter().collect();
+    // Each produce that returned is stored once (ids n<N> are unique); a
+    // produce killed before it returned may be stored or not.
+    assert!(
+        stored >= accepted.len() as u64,
+        "{stored} stored, {} accepted",
+        accepted.len()
+    );
+    assert!(stored <= next, "{stored} stored, only {next} produced");
+    for n in accepted.iter().copied().filter(|n| n % 37 == 0) {
+        let doc = h.query_ok(json!({"controller":"document","action":"get","index":index,"collection":"c","_id":format!("n{n}")}));
+        // Stored once under its id; a resend after a crash replaces it
+        // (`_version` 2), it never adds a second document.
+        assert_eq!(doc["_source"]["n"], n, "{doc}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
