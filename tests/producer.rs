@@ -428,3 +428,77 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The redelivery test's child: delivers 20 documents, polls their reports,
+/// says which, and waits to be killed.
+fn redeliver_child(dir: String) {
+    let index = std::env::var("KUZZLE_CRASH_INDEX").unwrap();
+    let port: u16 = std::env::var("KUZZLE_CRASH_PORT").unwrap().parse().unwrap();
+    let h = connect(&json!({"host":"127.0.0.1","port":port}));
+    let p = open(&h, json!({"spoolDir": dir, "lingerMs": 0})).unwrap();
+    let docs: Vec<Value> = (0..20).map(|i| json!({"body": {"n": i}})).collect();
+    assert_eq!(p.batch(&index, &Value::Array(docs)).0, S::KUZZLE_OK);
+    assert_eq!(p.flush(60_000), S::KUZZLE_OK);
+    let mut seqs: Vec<u64> = collect(&p, 20).into_keys().collect();
+    seqs.sort();
+    println!("polled {}", serde_json::to_string(&seqs).unwrap());
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn reports_handed_out_just_before_a_crash_come_again_marked_redelivered() {
+    if let Ok(dir) = std::env::var("KUZZLE_REDELIVER_SPOOL") {
+        return redeliver_child(dir);
+    }
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "redeliver");
+    let dir = temp_dir("spool-redeliver");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "reports_handed_out_just_before_a_crash_come_again_marked_redelivered",
+            "--nocapture",
+        ])
+        .env("KUZZLE_REDELIVER_SPOOL", &dir)
+        .env("KUZZLE_CRASH_INDEX", &index)
+        .env("KUZZLE_CRASH_PORT", stack.port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("polled ").map(String::from))
+        .expect("the child polled its reports");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let polled: Vec<u64> = serde_json::from_str(&line).unwrap();
+    assert_eq!(polled.len(), 20);
+    // The poll was not followed by another: the same reports come again,
+    // marked, and nothing is sent twice.
+    let config = json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 0});
+    let p = open(&h, config.clone()).unwrap();
+    let again = collect(&p, 20);
+    let mut seqs: Vec<u64> = again.keys().copied().collect();
+    seqs.sort();
+    assert_eq!(seqs, polled);
+    assert!(
+        again
+            .values()
+            .all(|r| r["redelivered"] == true && r["ok"] == true),
+        "{again:?}"
+    );
+    assert!(p.poll(100, 200).is_empty(), "no other report");
+    assert!(p.close(5_000).is_empty());
+    // Seen by a poll followed by a close: not again.
+    let p = open(&h, config).unwrap();
+    assert!(p.poll(100, 300).is_empty());
+    assert!(p.close(5_000).is_empty());
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    assert_eq!(h.count(&index, "c"), 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}

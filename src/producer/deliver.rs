@@ -23,6 +23,14 @@ pub(super) fn run(shared: &Shared) {
         let first = batch.first().map_or(0, |i| i.seq);
         let last = batch.last().map_or(0, |i| i.seq);
         let (finals, retry) = deliver(shared, batch);
+        {
+            let mut state = shared.lock();
+            if state.abandoned {
+                // Memory mode, closed: close reported these already.
+                break;
+            }
+            state.reporting = true;
+        }
         let delivered_some = finals.iter().any(|r| r.ok);
         let retried = retry.len();
         let retried_min = retry.first().map(|i| i.seq);
@@ -41,6 +49,8 @@ pub(super) fn run(shared: &Shared) {
         };
         let mut state = shared.lock();
         state.in_flight = 0;
+        state.reporting = false;
+        state.in_flight_meta.clear();
         state.waiting += retried;
         state.waiting_bytes += retried_bytes;
         if retried > 0 {
@@ -135,6 +145,10 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
         state.waiting_bytes -= bytes.min(state.waiting_bytes);
     }
     state.in_flight = items.len();
+    state.in_flight_meta = items
+        .iter()
+        .map(|i| (i.seq, i.index.clone(), i.collection.clone(), i.id.clone()))
+        .collect();
     state.oldest = (state.waiting > 0).then(Instant::now);
     if let Some(first) = items.first() {
         state.low_watermark = state.low_watermark.min(first.seq).max(1);

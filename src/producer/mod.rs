@@ -70,6 +70,14 @@ struct State {
     low_watermark: u64,
     /// Seqs of the reports handed out by the last poll.
     handed: Vec<u64>,
+    /// What the batch in flight is about (seq, index, collection, id), for
+    /// a close that cannot wait for it.
+    in_flight_meta: Vec<(u64, String, String, String)>,
+    /// The delivery thread is turning a batch's results into reports.
+    reporting: bool,
+    /// Memory mode: close reported the batch in flight; its outcome is
+    /// dropped.
+    abandoned: bool,
 }
 
 pub(crate) struct Producer {
@@ -101,7 +109,6 @@ impl Producer {
                 .map_err(spool_error)?;
                 let stats = spool.stats();
                 state.waiting = stats.pending as usize;
-                state.outstanding = stats.pending as usize + redeliveries.len();
                 state.oldest = (stats.pending > 0).then(Instant::now);
                 reports.push(
                     redeliveries
@@ -219,10 +226,16 @@ impl Producer {
             if state.closing {
                 return Err(Error::invalid("the producer is closing"));
             }
-            let fits = |s: &State| {
-                s.outstanding == 0
-                    || (s.outstanding + n <= c.max_queue_documents
-                        && s.outstanding_bytes + bytes <= c.max_queue_bytes)
+            // With a spool, what waits is on disk (`spoolMaxBytes` bounds
+            // it): memory holds the reports not polled, and a batch.
+            let spooled = shared.store.spool().is_some();
+            let fits = |s: &State| match spooled {
+                true => shared.reports.waiting() + n <= c.max_queue_documents.max(n),
+                false => {
+                    s.outstanding == 0
+                        || (s.outstanding + n <= c.max_queue_documents
+                            && s.outstanding_bytes + bytes <= c.max_queue_bytes)
+                }
             };
             if fits(&state) {
                 state.outstanding += n;
@@ -407,17 +420,30 @@ impl Producer {
         let mut state = shared.lock();
         state.closing = true;
         shared.wake.notify_all();
+        // A thread that is not sending ends at once (it only waits on
+        // what `closing` interrupts); one with a request in flight gets
+        // what is left of the timeout.
+        let mut abandoned = Vec::new();
         while !state.done {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // A request still in flight: the thread ends on its own
-                // (bounded by timeoutMs), its documents spooled or, in
-                // memory mode, reported below as not known to be written.
+            if left.is_zero() && state.in_flight > 0 && !state.reporting {
+                // It ends on its own (bounded by timeoutMs): with a spool
+                // its documents stay there; in memory mode they are
+                // reported here, in doubt, and its outcome is dropped.
+                if shared.store.spool().is_none() {
+                    state.abandoned = true;
+                    abandoned = std::mem::take(&mut state.in_flight_meta);
+                }
                 break;
             }
+            let wait = if state.in_flight > 0 && !state.reporting {
+                left
+            } else {
+                Duration::from_secs(1)
+            };
             state = shared
                 .progress
-                .wait_timeout(state, left)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -426,7 +452,9 @@ impl Producer {
         let _ = shared.store.consumed(&handed);
         if shared.store.spool().is_none() {
             let left = shared.store.drop_oldest(usize::MAX);
-            deliver::finish(shared, closed_reports(left));
+            let mut reports = in_doubt_reports(abandoned);
+            reports.extend(closed_reports(left));
+            deliver::finish(shared, reports);
         }
         let reports = shared.reports.take_all();
         let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
@@ -471,6 +499,29 @@ fn closed_reports(items: Vec<Item>) -> Vec<Report> {
         0,
         "not sent: the producer was closed before delivery",
     )
+}
+
+/// Documents whose request was in flight when the producer closed.
+fn in_doubt_reports(meta: Vec<(u64, String, String, String)>) -> Vec<Report> {
+    meta.into_iter()
+        .map(|(seq, index, collection, id)| Report {
+            seq,
+            index,
+            collection,
+            id,
+            ok: false,
+            status: 0,
+            version: None,
+            created: None,
+            reason: Some(
+                "the producer was closed while its request was in flight: it may or may not \
+                 have been written"
+                    .into(),
+            ),
+            in_doubt: true,
+            redelivered: false,
+        })
+        .collect()
 }
 
 fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {

@@ -47,14 +47,15 @@ pub(super) enum Header {
     Ok,
     /// Intact, of another version.
     Version(u32),
-    /// Too short (a crash right after creating the file) or damaged.
+    /// Shorter than a header: a crash right after the file was created.
+    Short,
     Damaged,
 }
 
 pub(super) fn read_header(file: &File, magic: &[u8; 8]) -> io::Result<Header> {
     let mut h = [0u8; FILE_HEADER as usize];
     if file.metadata()?.len() < FILE_HEADER {
-        return Ok(Header::Damaged);
+        return Ok(Header::Short);
     }
     file.read_exact_at(&mut h, 0)?;
     let crc = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());

@@ -62,6 +62,21 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
     let (cp_file, cp) = checkpoint::open(&dir)?;
     let checkpoint_lost = cp.is_none() && !(segments_found.is_empty() && journals_found.is_empty());
     let mut floor = cp.map_or(0, |c| c.floor);
+    // Written at once, so that a crash later in this open is not taken for a lost checkpoint.
+    let generation = match cp {
+        Some(c) => c.generation,
+        None => {
+            checkpoint::write(
+                &cp_file,
+                &dir,
+                Checkpoint {
+                    generation: 1,
+                    floor,
+                },
+            )?;
+            1
+        }
+    };
     let fsyncs = AtomicU64::new(0);
     let mut damage = Damage::default();
 
@@ -90,7 +105,14 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
             match frame::read_header(&file, SEGMENT_MAGIC).map_err(|e| io_err(&path, "read", e))? {
                 Header::Ok => true,
                 Header::Version(v) => return Err(version_error(&path, v)),
-                Header::Damaged => false,
+                Header::Short => {
+                    damage.torn += 1;
+                    false
+                }
+                Header::Damaged => {
+                    damage.corrupt += 1;
+                    false
+                }
             };
         let mut live = 0u64;
         let mut docs_seen = 0u64;
@@ -124,9 +146,6 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
                 }
             }
         })?;
-        if !header_ok {
-            damage.corrupt += 1;
-        }
         file.sync_data()
             .map_err(|e| io_err(&path, "fdatasync", e))?;
         fsyncs.fetch_add(1, Relaxed);
@@ -203,20 +222,6 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
     let journal =
         journal::write_snapshot(&dir, number, &ledger.outcomes, &ledger.consumed, &fsyncs)?;
     journal::remove_journals(&dir, &journals_found)?;
-    let generation = match cp {
-        Some(c) => c.generation,
-        None => {
-            checkpoint::write(
-                &cp_file,
-                &dir,
-                Checkpoint {
-                    generation: 1,
-                    floor,
-                },
-            )?;
-            1
-        }
-    };
     let first_segment = segments.keys().next().copied().unwrap_or(active_first);
     let state = State {
         segment_bytes_total: total,
@@ -370,6 +375,11 @@ fn replay_journal(path: &Path, ledger: &mut Ledger, damage: &mut Damage) -> Resu
     match frame::read_header(&file, JOURNAL_MAGIC).map_err(|e| io_err(path, "read", e))? {
         Header::Ok => {}
         Header::Version(v) => return Err(version_error(path, v)),
+        // Created by a crash an instant before its header: nothing in it.
+        Header::Short => {
+            damage.torn += 1;
+            return Ok(());
+        }
         Header::Damaged => damage.corrupt += 1,
     }
     scan_kinds(

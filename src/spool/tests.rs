@@ -814,3 +814,80 @@ fn read_pending_limits_and_requeue() {
     assert_eq!(spool.stats().unconsumed, 1);
     spool.close().unwrap();
 }
+
+#[test]
+fn damaged_segment_headers_open() {
+    let tmp = TempDir::new("header");
+    let mut cfg = config(tmp.path(), SyncMode::None);
+    cfg.segment_bytes = 1024;
+    let (spool, _) = Spool::open(cfg.clone()).unwrap();
+    append_each(&spool, 1, 30);
+    let stats = spool.stats();
+    assert!(stats.segments >= 3, "{stats:?}");
+    spool.close().unwrap();
+    let first = tmp.path().join("seg-00000000000000000001.log");
+    flip(&first, 3); // a segment's header: its records are still read
+                     // And a last segment cut inside its header, as by a crash right after
+                     // its creation.
+    let last = tmp.path().join("seg-00000000000000000031.log");
+    fs::write(&last, b"KZSP").unwrap();
+    let (spool, _) = Spool::open(cfg).unwrap();
+    assert_eq!(seqs(&drain(&spool)), (1..=30).collect::<Vec<_>>());
+    let st = spool.stats();
+    assert_eq!(
+        (st.corrupt_records, st.torn_tails, st.next_seq),
+        (1, 1, 31),
+        "{st:?}"
+    );
+    assert_eq!(append_each(&spool, 31, 1), [31]);
+    drop(spool);
+    let (spool, _) = open_at(tmp.path());
+    assert_eq!(seqs(&drain(&spool)), (1..=31).collect::<Vec<_>>());
+    spool.close().unwrap();
+}
+
+#[test]
+fn appenders_and_a_delivery_thread_at_once() {
+    let tmp = TempDir::new("concurrent");
+    let mut cfg = config(tmp.path(), SyncMode::Always);
+    cfg.segment_bytes = 4096;
+    let (spool, _) = Spool::open(cfg).unwrap();
+    const THREADS: u64 = 4;
+    const EACH: u64 = 100;
+    let delivered = std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let spool = &spool;
+            s.spawn(move || append_each(spool, t * EACH, EACH));
+        }
+        let spool = &spool;
+        let delivery = s.spawn(move || {
+            let mut seen = BTreeSet::new();
+            let mut last: Vec<u64> = Vec::new();
+            while seen.len() < (THREADS * EACH) as usize {
+                let got = spool.read_pending(16, usize::MAX).unwrap();
+                if got.is_empty() {
+                    std::thread::yield_now();
+                }
+                for d in &got {
+                    assert!(seen.insert(d.seq), "{} handed out twice", d.seq);
+                }
+                spool
+                    .record_outcomes(&got.iter().map(|d| ok(d.seq)).collect::<Vec<_>>())
+                    .unwrap();
+                spool.consumed(&last).unwrap();
+                last = seqs(&got);
+            }
+            spool.consumed(&last).unwrap();
+            seen
+        });
+        delivery.join().unwrap()
+    });
+    assert_eq!(delivered, (1..=THREADS * EACH).collect::<BTreeSet<_>>());
+    let st = spool.stats();
+    assert_eq!(
+        (st.pending, st.unconsumed, st.segments),
+        (0, 0, 1),
+        "{st:?}"
+    );
+    spool.close().unwrap();
+}
