@@ -502,3 +502,49 @@ fn reports_handed_out_just_before_a_crash_come_again_marked_redelivered() {
     assert_eq!(h.count(&index, "c"), 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_uplink_down_for_a_while_then_back_delivers_the_backlog_once() {
+    let stack = default_stack();
+    let h = connect(&stack.config());
+    let index = fresh_index(&h, "uplink");
+    let proxy = Proxy::start(stack.port);
+    let gw = connect(
+        &json!({"host":"127.0.0.1","port":proxy.port,"compression":"none",
+        "concurrency":2,"retries":1,"retryBackoffMs":10,"timeoutMs":5000}),
+    );
+    let dir = temp_dir("spool-uplink");
+    let p = open(
+        &gw,
+        json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1}),
+    )
+    .unwrap();
+    proxy.down();
+    let mut seqs = HashSet::new();
+    for i in 0..500 {
+        let (status, seq) = p.produce(&index, &json!({"body": {"n": i}}));
+        assert_eq!(status, S::KUZZLE_OK);
+        seqs.insert(seq);
+    }
+    // Until a batch has come back undelivered: the link is really down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.stats()["retriedBatches"].as_u64() < Some(1) {
+        assert!(Instant::now() < deadline, "no batch tried: {}", p.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        p.poll(1000, 0).is_empty(),
+        "nothing reported failed while the link is down"
+    );
+    proxy.up();
+    assert_eq!(p.flush(120_000), S::KUZZLE_OK);
+    let reports = collect(&p, 500);
+    assert_eq!(reports.keys().copied().collect::<HashSet<u64>>(), seqs);
+    assert!(reports.values().all(|r| r["ok"] == true), "{reports:?}");
+    assert!(p.close(5_000).is_empty());
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    assert_eq!(h.count(&index, "c"), 500);
+    let _ = std::fs::remove_dir_all(&dir);
+}

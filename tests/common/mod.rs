@@ -383,6 +383,7 @@ pub struct Proxy {
 const OPEN: usize = 0;
 const CUT: usize = 1;
 const BLACKHOLE: usize = 2;
+const DOWN: usize = 3;
 
 impl Proxy {
     pub fn start(target: u16) -> Proxy {
@@ -402,6 +403,8 @@ impl Proxy {
                     // Dropping the listener: further connects are refused.
                     CUT => return,
                     BLACKHOLE => held.extend(conn.ok()),
+                    // The uplink down: each connection closed at once.
+                    DOWN => drop(conn),
                     _ => {
                         let Ok(client) = conn else { continue };
                         let counter = counter.clone();
@@ -427,6 +430,17 @@ impl Proxy {
             assert!(std::time::Instant::now() < deadline, "proxy never cut");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The link down until `up`: every new connection is closed at once,
+    /// unanswered.
+    pub fn down(&self) {
+        self.mode.store(DOWN, Ordering::SeqCst);
+    }
+
+    /// The link back after `down`.
+    pub fn up(&self) {
+        self.mode.store(OPEN, Ordering::SeqCst);
     }
 
     /// Accepts new connections and never answers them.
