@@ -49,12 +49,6 @@ pub(super) struct DocRef<'a> {
     pub body: &'a str,
 }
 
-/// The first seq and count of a DOCS payload, without decoding the rest.
-pub(super) fn docs_span(payload: &[u8]) -> Option<(u64, u32)> {
-    let mut r = Reader(payload);
-    Some((r.u64()?, r.u32()?))
-}
-
 pub(super) fn decode_docs(payload: &[u8]) -> Option<Vec<DocRef<'_>>> {
     let mut r = Reader(payload);
     let first = r.u64()?;

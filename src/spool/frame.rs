@@ -87,15 +87,14 @@ pub(super) fn seal(buf: &mut [u8]) {
 }
 
 pub(super) enum Step {
-    /// A valid record at `at`; the next one starts at `next`.
+    /// A valid record; the next one starts at `next`.
     Record {
-        at: u64,
         kind: u8,
         payload: Vec<u8>,
         next: u64,
     },
-    /// Damage from `at` up to `next`, where a valid record starts.
-    Skipped { at: u64, next: u64 },
+    /// Damage up to `next`, where a valid record starts.
+    Skipped { next: u64 },
     /// Nothing valid from `at` to the end: `at == end`, or a torn, zeroed or
     /// garbled tail starts there.
     End { at: u64 },
@@ -108,7 +107,6 @@ pub(super) fn read_step(file: &File, at: u64, end: u64) -> io::Result<Step> {
     }
     if let Some((kind, payload, next)) = record_at(file, at, end)? {
         return Ok(Step::Record {
-            at,
             kind,
             payload,
             next,
@@ -126,7 +124,7 @@ pub(super) fn read_step(file: &File, at: u64, end: u64) -> io::Result<Step> {
             if plausible(&window[i..i + RECORD_HEADER], pos, end)
                 && record_at(file, pos, end)?.is_some()
             {
-                return Ok(Step::Skipped { at, next: pos });
+                return Ok(Step::Skipped { next: pos });
             }
         }
         if last == 0 {

@@ -83,6 +83,9 @@ pub(super) fn consumed(inner: &Inner, seqs: &[u64]) -> Result<(), SpoolError> {
                 st.pending = st.pending.saturating_sub(1);
             }
             st.outcomes.remove(&seq);
+            if st.absent.remove(&seq) {
+                continue;
+            }
             if let Some((_, seg)) = st.segments.range_mut(..=seq).next_back() {
                 seg.live = seg.live.saturating_sub(1);
             }

@@ -17,12 +17,21 @@
 //!   moment, since a snapshot only restates what is true.
 //! - `CHECKPOINT`: the floor (`checkpoint.rs`): seqs below it are done.
 //!
+//! In memory: per segment, the count of documents whose report is not
+//! consumed (deletable at 0, oldest first, never the active one); the seqs
+//! with an outcome and the consumed ones as range sets; the outcomes not
+//! consumed yet (the producer bounds them: reports not polled); a read
+//! cursor and a small cache of the documents appended last. Nothing grows
+//! with the backlog on disk. Seqs are never given twice: `open` goes on
+//! after the highest seq any segment or journal names.
+//!
 //! What reaches the disk when, and in which order (a crash at any point
 //! leaves a state that `open` reads correctly):
 //! 1. `append`: one write() of the record; then with `Always`, one
 //!    fdatasync of the active segment shared by every appender waiting
 //!    (group commit) before returning; with `Interval`, a background
-//!    fdatasync at most once per interval; with `None`, the OS decides.
+//!    fdatasync at most once per interval (segments, then the journal);
+//!    with `None`, the OS decides.
 //! 2. Segment rotation (`Always`/`Interval`): fdatasync of the full
 //!    segment, then the new one created with its header, fsynced, and the
 //!    directory fsynced, before any record goes there.
@@ -41,8 +50,6 @@
 //!    off; the journal rotated (so nothing is ever appended after damage).
 //! 7. `close`: fdatasync of the active segment and the journal.
 
-#![allow(dead_code)]
-
 mod checkpoint;
 mod codec;
 mod frame;
@@ -58,8 +65,10 @@ mod writer;
 mod tests;
 #[cfg(test)]
 mod tests_crash;
+#[cfg(test)]
+mod tests_damage;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -235,6 +244,16 @@ struct State {
     /// The file of a non-active segment the cursor reads.
     reading: Option<(u64, File)>,
     requeued: VecDeque<StoredDoc>,
+    /// The documents appended last, so that a delivery thread that keeps
+    /// up does not read them back from disk: consecutive seqs, each with
+    /// the cursor position after it.
+    tail: VecDeque<(StoredDoc, Cursor)>,
+    tail_bytes: usize,
+    /// The highest seq the cursor has gone past (handed out or skipped).
+    passed: u64,
+    /// Outcomes to hand out again whose document was lost to damage: not
+    /// counted in any segment.
+    absent: BTreeSet<u64>,
     pending: u64,
     corrupt_records: u64,
     torn_tails: u64,

@@ -3,7 +3,7 @@
 //! with positioned reads, torn tails cut, nothing loaded but counts, range
 //! sets, and the few outcomes still to report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -31,6 +31,9 @@ struct Ledger {
     consumed: RangeSet,
     outcomes: BTreeMap<u64, (u64, Outcome)>,
     report_no: u64,
+    /// The highest seq named: seqs are never given again, even when the
+    /// segment that held it lost its tail (power loss without `Always`).
+    max_seq: u64,
 }
 
 #[derive(Default)]
@@ -168,7 +171,10 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
         }
     }
     let last_first = segments.keys().next_back().copied().unwrap_or(0);
-    let next_seq = (max_seq + 1).max(floor).max(last_first).max(1);
+    let next_seq = (max_seq.max(ledger.max_seq) + 1)
+        .max(floor)
+        .max(last_first)
+        .max(1);
     if segments.is_empty() {
         floor = floor.max(next_seq);
     }
@@ -198,13 +204,17 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
     ledger.consumed.remove_below(floor);
     ledger.outcomes.retain(|&seq, _| seq >= floor);
 
+    let mut absent = BTreeSet::new();
     let mut redeliveries: Vec<(u64, Redelivery)> = ledger
         .outcomes
         .iter()
         .map(|(&seq, (no, outcome))| {
-            let doc = named.remove(&seq).unwrap_or(ReportedDoc {
-                seq,
-                ..ReportedDoc::default()
+            let doc = named.remove(&seq).unwrap_or_else(|| {
+                absent.insert(seq);
+                ReportedDoc {
+                    seq,
+                    ..ReportedDoc::default()
+                }
             });
             (
                 *no,
@@ -244,6 +254,10 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
         },
         reading: None,
         requeued: Default::default(),
+        tail: Default::default(),
+        tail_bytes: 0,
+        absent,
+        passed: 0,
         pending,
         corrupt_records: damage.corrupt,
         torn_tails: damage.torn,
@@ -394,6 +408,7 @@ fn replay_journal(path: &Path, ledger: &mut Ledger, damage: &mut Damage) -> Resu
                         // A snapshot restates outcomes: the first record stands.
                         if !ledger.done.contains(o.seq) {
                             ledger.done.insert(o.seq);
+                            ledger.max_seq = ledger.max_seq.max(o.seq);
                             ledger.outcomes.insert(o.seq, (ledger.report_no, o));
                             ledger.report_no += 1;
                         }
@@ -406,6 +421,7 @@ fn replay_journal(path: &Path, ledger: &mut Ledger, damage: &mut Damage) -> Resu
                     for (a, b) in ranges {
                         ledger.done.insert_range(a, b);
                         ledger.consumed.insert_range(a, b);
+                        ledger.max_seq = ledger.max_seq.max(b);
                         let gone: Vec<u64> =
                             ledger.outcomes.range(a..=b).map(|(&k, _)| k).collect();
                         for k in gone {

@@ -59,10 +59,6 @@ impl RangeSet {
     pub(super) fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.map.iter().map(|(&s, &e)| (s, e))
     }
-
-    pub(super) fn range_count(&self) -> usize {
-        self.map.len()
-    }
 }
 
 #[cfg(test)]
@@ -82,6 +78,6 @@ mod tests {
         set.remove_below(4);
         assert_eq!(set.ranges().collect::<Vec<_>>(), [(4, 10)]);
         set.remove_below(11);
-        assert_eq!(set.range_count(), 0);
+        assert_eq!(set.ranges().count(), 0);
     }
 }

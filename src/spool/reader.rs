@@ -31,6 +31,21 @@ pub(super) fn read_pending(
         }
     }
     while !full(&out, bytes) {
+        // From the tail cache once the cursor has caught up with it.
+        while st.tail.front().is_some_and(|(d, _)| d.seq <= st.passed) {
+            drop_front(st);
+        }
+        if st.tail.front().is_some_and(|(d, _)| d.seq == st.passed + 1) {
+            if let Some((doc, after)) = drop_front(st) {
+                st.passed = doc.seq;
+                st.cursor = after;
+                if doc.seq >= st.floor && !st.done.contains(doc.seq) {
+                    bytes += doc.body.len();
+                    out.push(doc);
+                }
+            }
+            continue;
+        }
         let Some((&first, seg)) = st.segments.range(st.cursor.segment..).next() else {
             break;
         };
@@ -79,6 +94,7 @@ pub(super) fn read_pending(
                         stopped_at = Some(i);
                         break;
                     }
+                    st.passed = st.passed.max(d.seq);
                     if d.seq < st.floor || st.done.contains(d.seq) {
                         continue;
                     }
@@ -105,6 +121,48 @@ pub(super) fn read_pending(
         }
     }
     Ok(out)
+}
+
+/// Bodies (and ids) kept in the tail cache at most.
+const TAIL_BYTES: usize = 1 << 20;
+const TAIL_DOCS: usize = 8192;
+
+/// Keeps copies of the documents just appended (one record, at `at` in
+/// segment `segment`), dropping the oldest past the budget.
+pub(super) fn cache(
+    st: &mut State,
+    docs: Vec<StoredDoc>,
+    segment: u64,
+    at: u64,
+    record_len: u64,
+    count: usize,
+) {
+    for (i, doc) in docs.into_iter().enumerate() {
+        let after = if i + 1 < count {
+            Cursor {
+                segment,
+                offset: at,
+                skip: i as u32 + 1,
+            }
+        } else {
+            Cursor {
+                segment,
+                offset: at + record_len,
+                skip: 0,
+            }
+        };
+        st.tail_bytes += doc.body.len() + doc.id.len();
+        st.tail.push_back((doc, after));
+    }
+    while st.tail_bytes > TAIL_BYTES || st.tail.len() > TAIL_DOCS {
+        drop_front(st);
+    }
+}
+
+fn drop_front(st: &mut State) -> Option<(StoredDoc, Cursor)> {
+    let (doc, after) = st.tail.pop_front()?;
+    st.tail_bytes -= doc.body.len() + doc.id.len();
+    Some((doc, after))
 }
 
 fn stored(d: &DocRef<'_>) -> StoredDoc {

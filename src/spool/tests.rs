@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::tests_damage::flip;
 use super::*;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -82,7 +83,7 @@ pub(super) fn ok(seq: u64) -> Outcome {
     }
 }
 
-fn failed(seq: u64) -> Outcome {
+pub(super) fn failed(seq: u64) -> Outcome {
     Outcome {
         seq,
         ok: false,
@@ -105,11 +106,11 @@ pub(super) fn drain(spool: &Spool) -> Vec<StoredDoc> {
     }
 }
 
-fn seqs(docs: &[StoredDoc]) -> Vec<u64> {
+pub(super) fn seqs(docs: &[StoredDoc]) -> Vec<u64> {
     docs.iter().map(|d| d.seq).collect()
 }
 
-fn only_file(dir: &Path, prefix: &str) -> PathBuf {
+pub(super) fn only_file(dir: &Path, prefix: &str) -> PathBuf {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -130,7 +131,7 @@ pub(super) fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(super) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
@@ -317,272 +318,6 @@ fn copies_taken_at_any_moment_open_with_nothing_lost() {
 }
 
 #[test]
-fn every_truncation_of_the_last_segment_record_opens() {
-    let tmp = TempDir::new("trunc-seg");
-    let work = TempDir::new("trunc-seg-work");
-    let (spool, _) = open_at(tmp.path());
-    append_each(&spool, 1, 5);
-    let seg = only_file(tmp.path(), "seg-");
-    let last_start = file_len(&seg);
-    append_each(&spool, 6, 1);
-    let full = file_len(&seg);
-    spool.close().unwrap();
-    for cut in last_start..full {
-        copy_dir(tmp.path(), work.path());
-        let seg = only_file(work.path(), "seg-");
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
-        let (spool, _) = open_at(work.path());
-        assert_eq!(seqs(&drain(&spool)), [1, 2, 3, 4, 5], "cut at {cut}");
-        assert_eq!(spool.stats().torn_tails, u64::from(cut > last_start));
-        assert_eq!(file_len(&seg), last_start, "the torn tail is cut off");
-        // Appends go on after the cut, and the seq is not reused by mistake.
-        assert_eq!(append_each(&spool, 6, 1), [6]);
-        drop(spool);
-        let (spool, _) = open_at(work.path());
-        assert_eq!(seqs(&drain(&spool)), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(spool.stats().torn_tails, 0);
-        spool.close().unwrap();
-    }
-}
-
-#[test]
-fn every_truncation_of_the_last_journal_record_opens() {
-    let tmp = TempDir::new("trunc-out");
-    let work = TempDir::new("trunc-out-work");
-    let (spool, _) = open_at(tmp.path());
-    append_each(&spool, 1, 5);
-    drain(&spool);
-    spool
-        .record_outcomes(&[ok(1), ok(2), ok(3), ok(4)])
-        .unwrap();
-    let journal = only_file(tmp.path(), "out-");
-    let last_start = file_len(&journal);
-    spool.record_outcomes(&[failed(5)]).unwrap();
-    let full = file_len(&journal);
-    drop(spool);
-    for cut in last_start..=full {
-        copy_dir(tmp.path(), work.path());
-        let journal = only_file(work.path(), "out-");
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&journal)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
-        let (spool, redo) = open_at(work.path());
-        let redone: Vec<u64> = redo.iter().map(|r| r.doc.seq).collect();
-        if cut == full {
-            assert_eq!(redone, [1, 2, 3, 4, 5]);
-            assert!(drain(&spool).is_empty());
-        } else {
-            assert_eq!(redone, [1, 2, 3, 4], "cut at {cut}");
-            // Its outcome lost with the tail: 5 is delivered again.
-            assert_eq!(seqs(&drain(&spool)), [5]);
-            assert_eq!(spool.stats().torn_tails, u64::from(cut > last_start));
-        }
-        spool.close().unwrap();
-    }
-}
-
-#[test]
-fn zeroed_tails_open() {
-    let tmp = TempDir::new("zeroed");
-    let (spool, _) = open_at(tmp.path());
-    append_each(&spool, 1, 4);
-    drain(&spool);
-    spool.record_outcomes(&[ok(1)]).unwrap();
-    let seg = only_file(tmp.path(), "seg-");
-    let before_last = file_len(&seg);
-    append_each(&spool, 5, 1);
-    drop(spool);
-    let journal = only_file(tmp.path(), "out-");
-    // Zeros after the end (a file system that extended the file but lost
-    // the data), and a last record overwritten with zeros.
-    for path in [&seg, &journal] {
-        let len = file_len(path);
-        fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_len(len + 4096)
-            .unwrap();
-    }
-    {
-        use std::os::unix::fs::FileExt;
-        let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.write_all_at(
-            &vec![0u8; (file_len(&seg) - before_last) as usize],
-            before_last,
-        )
-        .unwrap();
-    }
-    let (spool, redo) = open_at(tmp.path());
-    assert_eq!(redo.iter().map(|r| r.doc.seq).collect::<Vec<_>>(), [1]);
-    assert_eq!(seqs(&drain(&spool)), [2, 3, 4], "5 was zeroed");
-    assert_eq!(spool.stats().torn_tails, 2);
-    assert_eq!(spool.stats().corrupt_records, 0);
-    assert_eq!(file_len(&seg), before_last);
-    spool.close().unwrap();
-}
-
-/// The offset of each record of a segment with one document per record.
-fn record_offsets(spool: &Spool, seg: &Path, from: u64, count: u64) -> Vec<u64> {
-    (from..from + count)
-        .map(|n| {
-            let at = file_len(seg);
-            append_each(spool, n, 1);
-            at
-        })
-        .collect()
-}
-
-fn flip(path: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
-}
-
-#[test]
-fn a_flipped_byte_skips_one_record_and_keeps_the_rest() {
-    // Flipped in the body, in the length, in the CRC, in the kind.
-    for (case, delta) in [("body", 30u64), ("len", 5), ("crc", 1), ("kind", 8)] {
-        let tmp = TempDir::new("flip");
-        let (spool, _) = open_at(tmp.path());
-        append_each(&spool, 1, 1);
-        let seg = only_file(tmp.path(), "seg-");
-        let offsets = record_offsets(&spool, &seg, 2, 9);
-        spool.close().unwrap();
-        flip(&seg, offsets[3] + delta); // the record of seq 5
-        let (spool, _) = open_at(tmp.path());
-        let expected: Vec<u64> = (1..=10).filter(|&s| s != 5).collect();
-        assert_eq!(seqs(&drain(&spool)), expected, "{case}");
-        assert_eq!(spool.stats().corrupt_records, 1, "{case}");
-        assert_eq!(spool.stats().pending, 9, "{case}");
-        // The damaged record stays where it is, skipped again (counted
-        // again) at the next open, and appends go on.
-        assert_eq!(append_each(&spool, 11, 1), [11]);
-        drop(spool);
-        let (spool, _) = open_at(tmp.path());
-        assert_eq!(drain(&spool).len(), 10, "{case}");
-        spool.close().unwrap();
-    }
-}
-
-#[test]
-fn a_flipped_byte_in_the_journal_loses_one_outcome_record_only() {
-    let tmp = TempDir::new("flip-out");
-    let (spool, _) = open_at(tmp.path());
-    append_each(&spool, 1, 3);
-    drain(&spool);
-    let journal = only_file(tmp.path(), "out-");
-    let first = file_len(&journal);
-    spool.record_outcomes(&[ok(1)]).unwrap();
-    spool.record_outcomes(&[ok(2)]).unwrap();
-    spool.record_outcomes(&[ok(3)]).unwrap();
-    drop(spool);
-    flip(&journal, first + 12);
-    let (spool, redo) = open_at(tmp.path());
-    assert_eq!(redo.iter().map(|r| r.doc.seq).collect::<Vec<_>>(), [2, 3]);
-    assert_eq!(
-        seqs(&drain(&spool)),
-        [1],
-        "its outcome lost, 1 is delivered again"
-    );
-    assert_eq!(spool.stats().corrupt_records, 1);
-    spool.close().unwrap();
-}
-
-/// A spool whose first segments were deleted after consumption.
-fn compacted(tmp: &TempDir) -> (Spool, BTreeSet<u64>) {
-    let mut cfg = config(tmp.path(), SyncMode::None);
-    cfg.segment_bytes = 1024;
-    let (spool, _) = Spool::open(cfg).unwrap();
-    append_each(&spool, 1, 60);
-    let got = spool.read_pending(40, usize::MAX).unwrap();
-    spool
-        .record_outcomes(&got.iter().map(|d| ok(d.seq)).collect::<Vec<_>>())
-        .unwrap();
-    spool.consumed(&seqs(&got)).unwrap();
-    (spool, (41..=60).collect())
-}
-
-#[test]
-fn a_damaged_or_deleted_checkpoint_still_opens() {
-    for case in ["slot0", "slot1", "both", "deleted"] {
-        let tmp = TempDir::new("checkpoint");
-        let (spool, left) = compacted(&tmp);
-        let before = spool.stats();
-        assert!(before.segments > 1 && before.next_seq == 61, "{before:?}");
-        spool.close().unwrap();
-        let cp = tmp.path().join("CHECKPOINT");
-        match case {
-            "slot0" => flip(&cp, 20),
-            "slot1" => flip(&cp, 4096 + 20),
-            "both" => {
-                flip(&cp, 20);
-                flip(&cp, 4096 + 20);
-            }
-            _ => fs::remove_file(&cp).unwrap(),
-        }
-        let (spool, redo) = open_at(tmp.path());
-        assert!(redo.is_empty(), "{case}");
-        let got: BTreeSet<u64> = drain(&spool).iter().map(|d| d.seq).collect();
-        // Documents 41..60 always come back; with a checkpoint lost, some
-        // consumed ones may too (counted as at risk).
-        assert!(got.is_superset(&left), "{case}: {got:?}");
-        let st = spool.stats();
-        if case == "both" || case == "deleted" {
-            assert_eq!(st.replay_risk_docs, 20, "{case}");
-        } else {
-            assert_eq!(st.replay_risk_docs, 0, "{case}");
-            assert_eq!(got, left, "{case}");
-        }
-        assert_eq!(append_each(&spool, 61, 1), [61], "{case}: seqs continue");
-        spool.close().unwrap();
-        // The checkpoint is whole again.
-        let (spool, _) = open_at(tmp.path());
-        assert_eq!(spool.stats().replay_risk_docs, 0, "{case}");
-        spool.close().unwrap();
-    }
-}
-
-#[test]
-fn a_segment_whose_unlink_was_lost_is_deleted_at_open() {
-    let tmp = TempDir::new("unlink-lost");
-    let mut cfg = config(tmp.path(), SyncMode::None);
-    cfg.segment_bytes = 1024;
-    let (spool, _) = Spool::open(cfg).unwrap();
-    append_each(&spool, 1, 60);
-    let first = only_file(tmp.path(), "seg-00000000000000000001");
-    let saved = fs::read(&first).unwrap();
-    let got = spool.read_pending(40, usize::MAX).unwrap();
-    spool
-        .record_outcomes(&got.iter().map(|d| ok(d.seq)).collect::<Vec<_>>())
-        .unwrap();
-    spool.consumed(&seqs(&got)).unwrap();
-    assert!(!first.exists());
-    spool.close().unwrap();
-    // As if the checkpoint reached the disk and the unlink did not.
-    fs::write(&first, saved).unwrap();
-    let (spool, redo) = open_at(tmp.path());
-    assert!(redo.is_empty());
-    assert_eq!(seqs(&drain(&spool)), (41..=60).collect::<Vec<_>>());
-    assert!(!first.exists());
-    spool.close().unwrap();
-}
-
-#[test]
 fn a_second_opener_gets_locked() {
     let tmp = TempDir::new("lock");
     let (spool, _) = open_at(tmp.path());
@@ -667,6 +402,15 @@ fn full_at_max_bytes_and_space_comes_back_after_consumption() {
         matches!(spool.append(&[doc]), Err(SpoolError::Full)),
         "still full"
     );
+    // What can never fit is an error of its own, not a wait for space.
+    let huge = "x".repeat(cfg.max_bytes as usize);
+    let big = NewDoc {
+        index: "idx",
+        collection: "col",
+        id: &id,
+        body: &huge,
+    };
+    assert!(matches!(spool.append(&[big]), Err(SpoolError::Io(m)) if m.contains("never fit")));
     let got = drain(&spool);
     assert_eq!(got.len() as u64, accepted);
     spool
@@ -816,37 +560,6 @@ fn read_pending_limits_and_requeue() {
 }
 
 #[test]
-fn damaged_segment_headers_open() {
-    let tmp = TempDir::new("header");
-    let mut cfg = config(tmp.path(), SyncMode::None);
-    cfg.segment_bytes = 1024;
-    let (spool, _) = Spool::open(cfg.clone()).unwrap();
-    append_each(&spool, 1, 30);
-    let stats = spool.stats();
-    assert!(stats.segments >= 3, "{stats:?}");
-    spool.close().unwrap();
-    let first = tmp.path().join("seg-00000000000000000001.log");
-    flip(&first, 3); // a segment's header: its records are still read
-                     // And a last segment cut inside its header, as by a crash right after
-                     // its creation.
-    let last = tmp.path().join("seg-00000000000000000031.log");
-    fs::write(&last, b"KZSP").unwrap();
-    let (spool, _) = Spool::open(cfg).unwrap();
-    assert_eq!(seqs(&drain(&spool)), (1..=30).collect::<Vec<_>>());
-    let st = spool.stats();
-    assert_eq!(
-        (st.corrupt_records, st.torn_tails, st.next_seq),
-        (1, 1, 31),
-        "{st:?}"
-    );
-    assert_eq!(append_each(&spool, 31, 1), [31]);
-    drop(spool);
-    let (spool, _) = open_at(tmp.path());
-    assert_eq!(seqs(&drain(&spool)), (1..=31).collect::<Vec<_>>());
-    spool.close().unwrap();
-}
-
-#[test]
 fn appenders_and_a_delivery_thread_at_once() {
     let tmp = TempDir::new("concurrent");
     let mut cfg = config(tmp.path(), SyncMode::Always);
@@ -889,5 +602,43 @@ fn appenders_and_a_delivery_thread_at_once() {
         (0, 0, 1),
         "{st:?}"
     );
+    spool.close().unwrap();
+}
+
+#[test]
+fn the_tail_cache_serves_what_was_just_appended() {
+    let tmp = TempDir::new("tail");
+    let (spool, _) = open_at(tmp.path());
+    append_each(&spool, 1, 5);
+    assert_eq!(seqs(&spool.read_pending(2, usize::MAX).unwrap()), [1, 2]);
+    // Damage on disk behind the spool's back: what is still in memory is
+    // handed out from memory.
+    let seg = only_file(tmp.path(), "seg-");
+    let len = file_len(&seg);
+    flip(&seg, len - 3);
+    let got = drain(&spool);
+    assert_eq!(seqs(&got), [3, 4, 5]);
+    assert_eq!(got[2].body, body_of(5));
+    drop(spool);
+
+    // A reader far behind: the oldest copies were dropped, read from disk
+    // instead, and then the cache takes over again; each document once.
+    let tmp = TempDir::new("tail-behind");
+    let (spool, _) = open_at(tmp.path());
+    let mut expected = 1;
+    for round in 0..3u64 {
+        append_each(&spool, round * 10_000 + 1, 10_000);
+        loop {
+            let chunk = spool.read_pending(700, usize::MAX).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            for d in chunk {
+                assert_eq!((d.seq, d.body), (expected, body_of(expected)));
+                expected += 1;
+            }
+        }
+        assert_eq!(expected, (round + 1) * 10_000 + 1);
+    }
     spool.close().unwrap();
 }

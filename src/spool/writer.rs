@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::checkpoint::sync_dir;
 use super::codec::{self, DOCS_SEQ_AT};
 use super::frame::{self, FILE_HEADER, SEGMENT_MAGIC};
-use super::{io_err, journal, lock, Inner, NewDoc, Segment, SpoolError, State, SyncMode};
+use super::{
+    io_err, journal, lock, reader, Inner, NewDoc, Segment, SpoolError, State, StoredDoc, SyncMode,
+};
 
 pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("seg-{first:020}.log"))
@@ -54,6 +56,16 @@ pub(super) fn write_record(
 pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> {
     // Encoded before taking the lock; only the seq and the CRC are done under it.
     let mut record = codec::docs_record(docs);
+    let mut copies: Vec<StoredDoc> = docs
+        .iter()
+        .map(|d| StoredDoc {
+            seq: 0,
+            index: d.index.to_owned(),
+            collection: d.collection.to_owned(),
+            id: d.id.to_owned(),
+            body: d.body.to_owned(),
+        })
+        .collect();
     let last = {
         let mut st = lock(&inner.state);
         if docs.is_empty() {
@@ -73,6 +85,18 @@ pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> 
             seg.live += n;
         }
         st.segment_bytes_total += record.len() as u64;
+        let count = copies.len();
+        for (i, doc) in copies.iter_mut().enumerate() {
+            doc.seq = first + i as u64;
+        }
+        reader::cache(
+            &mut st,
+            copies,
+            active_first,
+            at,
+            record.len() as u64,
+            count,
+        );
         st.pending += n;
         st.next_seq += n;
         inner.bytes_written.fetch_add(record.len() as u64, Relaxed);
@@ -88,6 +112,14 @@ pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> 
 /// Checks the space left, and starts a new segment when the active one is full.
 fn make_room(inner: &Inner, st: &mut State, need: u64) -> Result<(), SpoolError> {
     let cfg = &inner.cfg;
+    if need + 2 * FILE_HEADER > cfg.max_bytes {
+        // Full for ever: waiting for space would never end.
+        return Err(SpoolError::Io(format!(
+            "spool: {}: a record of {need} bytes can never fit in max_bytes ({})",
+            cfg.dir.display(),
+            cfg.max_bytes
+        )));
+    }
     let over = |st: &State| st.segment_bytes_total + st.journal.len + need > cfg.max_bytes;
     if over(st) {
         // The active segment is never deleted: when everything in it is
@@ -219,10 +251,13 @@ fn sync_written(inner: &Inner) -> Result<(), SpoolError> {
         st.journal.dirty = false;
         (st.next_seq - 1, journal)
     };
+    // Documents first: an outcome on disk whose document is not would
+    // come back as a report without its document.
+    sync_to(inner, target)?;
     if let Some(file) = journal {
         journal::sync_journal(inner, &file)?;
     }
-    sync_to(inner, target)
+    Ok(())
 }
 
 /// `close`: everything written is synced.
