@@ -12,6 +12,7 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 [ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup-deps] installing: ${need[*]}" >&2

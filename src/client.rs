@@ -357,6 +357,33 @@ impl Client {
         documents: &str,
         options: &WriteOptions,
     ) -> Result<Outcome> {
+        self.mwrite_as(&self.config, index, collection, documents, options)
+    }
+
+    /// One attempt per request (no retry: the producer retries itself,
+    /// after its own pause, and a close must not wait for a backoff).
+    pub fn mwrite_once(
+        &self,
+        index: &str,
+        collection: &str,
+        documents: &str,
+        options: &WriteOptions,
+    ) -> Result<Outcome> {
+        let config = Config {
+            retries: 0,
+            ..self.config.clone()
+        };
+        self.mwrite_as(&config, index, collection, documents, options)
+    }
+
+    fn mwrite_as(
+        &self,
+        config: &Config,
+        index: &str,
+        collection: &str,
+        documents: &str,
+        options: &WriteOptions,
+    ) -> Result<Outcome> {
         let secrets = self.secrets();
         // Not connected yet (lazyConnect): the first request connects, and
         // a failure to is that request's, retried and reported as such.
@@ -364,7 +391,7 @@ impl Client {
         let settings = self.settings();
         let engine = Engine {
             net: self,
-            config: &self.config,
+            config,
             compression: settings.compression,
             concurrency: settings.concurrency,
             gzip: &self.transport.gzip,

@@ -108,6 +108,23 @@ fn collect(p: &Producer, n: usize) -> HashMap<u64, Value> {
     by_seq
 }
 
+/// Opens a spool producer, waiting while the spool is still locked by a
+/// producer closed a moment ago whose request was in flight when its close
+/// timed out (it ends within one request's `timeoutMs`).
+fn open_when_free(h: &Handle, config: Value) -> Producer {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match open(h, config.clone()) {
+            Ok(p) => return p,
+            Err((S::KUZZLE_ERR_SPOOL, e)) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("in use"), "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open: {e:?}"),
+        }
+    }
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kuzzle-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -238,7 +255,7 @@ fn a_spool_keeps_what_kuzzle_could_not_take_and_delivers_it_after_a_reopen() {
     assert!(p.close(2_000).is_empty());
     drop(down);
     // Reopened with Kuzzle reachable: delivered, once each, seqs kept.
-    let p = open(&h, config).unwrap();
+    let p = open_when_free(&h, config);
     assert_eq!(p.flush(60_000), S::KUZZLE_OK);
     let reports = collect(&p, 300);
     let expected: HashSet<u64> = (first..first + 300).collect();
@@ -493,7 +510,7 @@ fn reports_handed_out_just_before_a_crash_come_again_marked_redelivered() {
     assert!(p.poll(100, 200).is_empty(), "no other report");
     assert!(p.close(5_000).is_empty());
     // Seen by a poll followed by a close: not again.
-    let p = open(&h, config).unwrap();
+    let p = open_when_free(&h, config);
     assert!(p.poll(100, 300).is_empty());
     assert!(p.close(5_000).is_empty());
     h.query_ok(

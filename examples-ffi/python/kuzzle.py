@@ -46,6 +46,14 @@ Options and configuration keys may be given in the library's spelling
 names are turned into camelCase before they are sent, and unknown keys are
 refused by the library (``Status.ERR_INVALID_ARGUMENT``, naming the key).
 
+Producer (a gateway's queue): ``client.producer(spoolDir=..., ...)`` opens a
+:class:`Producer` (``kuzzle_producer_open``; the keys of its configuration in
+the README). ``produce`` returns at once with the document's ``seq``; the
+library's own thread sends; one final report per document (a ``dict``: see
+``kuzzle_producer_poll``) comes through ``poll``, ``reports()``, ``flush`` +
+``poll``, or ``close()`` (the ones not polled yet). ``fileno()`` makes it
+usable with ``selectors``/``select``: readable while reports wait.
+
 Memory: every ``char *`` the library returns is copied into Python and
 released with ``kuzzle_free_result`` at once (never ``free()``); the
 ``kuzzle_status_str``/``kuzzle_version`` strings are static and never freed.
@@ -76,6 +84,8 @@ __all__ = [
     "ClientClosedError",
     "KuzzleError",
     "MWriteResult",
+    "Producer",
+    "ProducerClosedError",
     "Status",
     "library_path",
     "status_str",
@@ -118,6 +128,31 @@ class _KuzzleClient(ctypes.Structure):
 
 
 _ClientPtr = ctypes.POINTER(_KuzzleClient)
+
+
+class _KuzzleProducer(ctypes.Structure):
+    """The opaque ``struct kuzzle_producer``: only ever used through a pointer."""
+
+
+_ProducerPtr = ctypes.POINTER(_KuzzleProducer)
+
+
+class _Report(ctypes.Structure):
+    """``struct kuzzle_report`` (``kuzzle_producer_next_report``); its strings
+    belong to the producer (borrowed: ``c_char_p`` copies them as bytes)."""
+
+    _fields_ = [
+        ("seq", ctypes.c_uint64),
+        ("ok", ctypes.c_bool),
+        ("in_doubt", ctypes.c_bool),
+        ("redelivered", ctypes.c_bool),
+        ("status", ctypes.c_uint16),
+        ("version", ctypes.c_int64),
+        ("id", ctypes.c_char_p),
+        ("reason", ctypes.c_char_p),
+        ("index", ctypes.c_char_p),
+        ("collection", ctypes.c_char_p),
+    ]
 _OutStr = ctypes.POINTER(ctypes.c_void_p)  # char **: kept as c_void_p to free it
 
 
@@ -159,6 +194,32 @@ def _load(path: str) -> ctypes.CDLL:
     lib.kuzzle_status_str.restype = c_char_p
     lib.kuzzle_version.argtypes = []
     lib.kuzzle_version.restype = c_char_p
+
+    # The producer. Owned strings through _OutStr (c_void_p, freed with
+    # kuzzle_free_result); kuzzle_produce_error's is the library's (c_char_p).
+    u64p, sizep = ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_size_t)
+    lib.kuzzle_producer_open.argtypes = [_ClientPtr, c_char_p, ctypes.POINTER(_ProducerPtr),
+                                         _OutStr]
+    lib.kuzzle_producer_open.restype = c_int
+    lib.kuzzle_produce.argtypes = [_ProducerPtr, c_char_p, c_char_p, c_char_p, u64p]
+    lib.kuzzle_produce.restype = c_int
+    lib.kuzzle_produce_batch.argtypes = [_ProducerPtr, c_char_p, c_char_p, c_char_p, u64p,
+                                         sizep]
+    lib.kuzzle_produce_batch.restype = c_int
+    lib.kuzzle_produce_error.argtypes = []
+    lib.kuzzle_produce_error.restype = c_char_p
+    lib.kuzzle_producer_poll.argtypes = [_ProducerPtr, ctypes.c_size_t, c_int, _OutStr]
+    lib.kuzzle_producer_poll.restype = c_int
+    lib.kuzzle_producer_next_report.argtypes = [_ProducerPtr, c_int, ctypes.POINTER(_Report)]
+    lib.kuzzle_producer_next_report.restype = c_int
+    lib.kuzzle_producer_fd.argtypes = [_ProducerPtr]
+    lib.kuzzle_producer_fd.restype = c_int
+    lib.kuzzle_producer_flush.argtypes = [_ProducerPtr, c_int]
+    lib.kuzzle_producer_flush.restype = c_int
+    lib.kuzzle_producer_stats.argtypes = [_ProducerPtr, _OutStr]
+    lib.kuzzle_producer_stats.restype = c_int
+    lib.kuzzle_producer_close.argtypes = [_ProducerPtr, c_int, _OutStr]
+    lib.kuzzle_producer_close.restype = c_int
     return lib
 
 
@@ -314,6 +375,57 @@ class ClientClosedError(KuzzleError):
         super().__init__(status, result, message)
 
 
+class ProducerClosedError(KuzzleError):
+    """The producer was closed; nothing was sent to the library."""
+
+    def __init__(self, status: Union[Status, int] = Status.ERR_INVALID_ARGUMENT,
+                 result: Any = None, message: str = "the producer is closed"):
+        super().__init__(status, result, message)
+
+
+class _Calls:
+    """Counts the calls in progress on a handle, so that closing it waits
+    for them (the C API forbids releasing a handle during another call)."""
+
+    def __init__(self, handle, closed_error):
+        self.handle = handle
+        self._closed_error = closed_error
+        self._cond = threading.Condition()
+        self._busy = 0
+
+    def enter(self):
+        with self._cond:
+            if self.handle is None:
+                raise self._closed_error()
+            self._busy += 1
+            return self.handle
+
+    def leave(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if not self._busy:
+                self._cond.notify_all()
+
+    def take(self):
+        """Refuses new calls, waits for the running ones; the handle (None
+        when already taken)."""
+        with self._cond:
+            handle, self.handle = self.handle, None
+            while handle is not None and self._busy:
+                self._cond.wait()
+            return handle
+
+
+def _millis(timeout: Optional[float]) -> int:
+    """Seconds (None: no limit) as the library's ``int`` milliseconds
+    (negative: no limit)."""
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0 seconds, or None")
+    return min(int(timeout * 1000), 2**31 - 1)
+
+
 # ---- the client --------------------------------------------------------------
 
 
@@ -454,6 +566,16 @@ class Client:
             raise TypeError("request must be a dict with 'controller' and 'action'")
         return self._json_call(_lib.kuzzle_query, _json(dict(request), "request"))
 
+    def producer(self, config: Optional[Mapping[str, Any]] = None, /,
+                 **kwargs: Any) -> "Producer":
+        """Opens a :class:`Producer` on this client (``kuzzle_producer_open``):
+        ``spoolDir`` (or ``spool_dir``), ``lingerMs``, ``batchDocuments``,
+        ``maxQueueDocuments``, ``whenFull``, ... (see the README). The client
+        may be closed before the producer: the library shares it."""
+        merged = dict(config or {})
+        merged.update(_keys(kwargs))
+        return Producer(self, merged)
+
     def _json_call(self, function, *args) -> Any:
         """Calls ``function(handle, *args, &out)``: its JSON, parsed, or
         :class:`KuzzleError` unless the status is OK."""
@@ -463,6 +585,190 @@ class Client:
             status = function(handle, *args, ctypes.byref(out))
         finally:
             self._leave_call()
+            text = _take(out)
+        data = _parse(text)
+        if status != Status.OK:
+            raise KuzzleError(status, data)
+        return data
+
+
+# ---- the producer ------------------------------------------------------------
+
+
+class Producer:
+    """A gateway producer (``kuzzle_producer_*``): made by
+    :meth:`Client.producer`. ``produce`` queues a document (and with a spool
+    writes it to disk) and returns its ``seq``; the library's delivery
+    thread sends batches; each document gets one final report, a ``dict``
+    ``{"seq", "index", "collection", "_id", "ok": True, "_version",
+    "created"}`` or ``{..., "ok": False, "status", "reason", "inDoubt"}``
+    (plus ``"redelivered": True`` when it may have been handed out before a
+    crash).
+
+    Many threads may produce at once; ``close`` waits for the calls in
+    progress. Close it with :meth:`close` or a ``with`` block (garbage
+    collection closes it too, with a ``ResourceWarning``).
+    """
+
+    def __init__(self, client: Client, config: Mapping[str, Any]):
+        self._calls = None  # set first: __del__ may run if __init__ fails
+        handle = _ProducerPtr()
+        err = ctypes.c_void_p()
+        cfg = _json(dict(config), "config")
+        client_handle = client._enter_call()
+        try:
+            status = _lib.kuzzle_producer_open(client_handle, cfg, ctypes.byref(handle),
+                                               ctypes.byref(err))
+        finally:
+            client._leave_call()
+            text = _take(err)
+        if status != Status.OK:
+            if handle:  # NULL on failure, per the header; never leak one
+                _lib.kuzzle_producer_close(handle, 0, None)
+            raise KuzzleError(status, _parse(text))
+        if not handle:
+            raise KuzzleError(Status.ERR_INTERNAL, None, "kuzzle_producer_open returned no handle")
+        self._calls = _Calls(handle, ProducerClosedError)
+
+    # -- lifecycle --
+
+    @property
+    def closed(self) -> bool:
+        return self._calls is None or self._calls.handle is None
+
+    def close(self, timeout: Optional[float] = 10.0) -> list:
+        """Flushes up to ``timeout`` seconds, stops the delivery thread and
+        releases the producer; returns the reports not polled yet (with a
+        spool, what was not delivered stays on disk for the next producer;
+        without, it is reported failed). Idempotent: ``[]`` once closed."""
+        handle = self._calls.take() if self._calls is not None else None
+        if handle is None:
+            return []
+        out = ctypes.c_void_p()
+        try:
+            _lib.kuzzle_producer_close(handle, _millis(timeout), ctypes.byref(out))
+        finally:
+            text = _take(out)
+        return _parse(text) or []
+
+    def __enter__(self) -> "Producer":
+        if self.closed:
+            raise ProducerClosedError()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_calls", None) is None or self._calls.handle is None:
+            return
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        except Exception:  # interpreter shutting down
+            pass
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<kuzzle.Producer {'closed' if self.closed else 'open'}>"
+
+    def _call(self, function, *args) -> int:
+        if self._calls is None:
+            raise ProducerClosedError()
+        handle = self._calls.enter()
+        try:
+            return function(handle, *args)
+        finally:
+            self._calls.leave()
+
+    # -- producing --
+
+    def _produce(self, function, index: str, collection: str, documents: Any, *outs) -> None:
+        args = (_cstr(index, "index"), _cstr(collection, "collection"),
+                _json(documents, "documents"))
+        if self._calls is None:
+            raise ProducerClosedError()
+        handle = self._calls.enter()
+        try:
+            status = function(handle, *args, *(ctypes.byref(o) for o in outs))
+            # Thread-local in the library: read on this thread, at once.
+            why = _lib.kuzzle_produce_error() if status != Status.OK else None
+        finally:
+            self._calls.leave()
+        if status != Status.OK:
+            raise KuzzleError(status, None, (why or b"").decode("utf-8", "replace"))
+
+    def produce(self, index: str, collection: str, document: Mapping[str, Any]) -> int:
+        """Accepts one document ``{"_id"?: str, "body": {...}}``; its seq.
+        Raises :class:`KuzzleError`: ``ERR_INVALID_ARGUMENT``/``ERR_JSON``
+        for a document refused (``.message`` says why), ``ERR_QUEUE_FULL``
+        without room (``whenFull``), ``ERR_SPOOL``."""
+        if not isinstance(document, Mapping):
+            raise TypeError("document must be a {'_id'?, 'body'} dict")
+        seq = ctypes.c_uint64()
+        self._produce(_lib.kuzzle_produce, index, collection, dict(document), seq)
+        return seq.value
+
+    def produce_batch(self, index: str, collection: str,
+                      documents: Iterable[Mapping[str, Any]]) -> tuple:
+        """Accepts documents all or none, with consecutive seqs:
+        ``(first_seq, count)`` (``(0, 0)`` for none)."""
+        if isinstance(documents, (str, bytes, Mapping)):
+            raise TypeError("documents must be a list of {'_id'?, 'body'} objects")
+        first, n = ctypes.c_uint64(), ctypes.c_size_t()
+        self._produce(_lib.kuzzle_produce_batch, index, collection, list(documents), first, n)
+        return first.value, n.value
+
+    # -- reports --
+
+    def poll(self, max: int = 1000, timeout: Optional[float] = 0.0) -> list:
+        """At most ``max`` reports, waiting up to ``timeout`` seconds for the
+        first one (0: not at all; None: until one comes). ``[]`` when none
+        came. The reports of the previous poll count as consumed."""
+        if max < 1:
+            raise ValueError("max must be >= 1")
+        out = ctypes.c_void_p()
+        try:
+            status = self._call(_lib.kuzzle_producer_poll, max, _millis(timeout),
+                                ctypes.byref(out))
+        finally:
+            text = _take(out)
+        data = _parse(text)
+        if status != Status.OK:
+            raise KuzzleError(status, data)
+        return data
+
+    def reports(self, timeout: Optional[float] = 0.0, max: int = 1000):
+        """Yields reports as they come; ends when none came within
+        ``timeout`` seconds (None: never ends)."""
+        while True:
+            batch = self.poll(max, timeout)
+            if not batch:
+                return
+            yield from batch
+
+    def fileno(self) -> int:
+        """A descriptor readable while reports wait (``kuzzle_producer_fd``),
+        for ``selectors``/``select``; then ``poll(timeout=0)``. The producer
+        owns it: never close it."""
+        return self._call(_lib.kuzzle_producer_fd)
+
+    def flush(self, timeout: Optional[float] = None) -> Union[Status, int]:
+        """Sends what waits at once and waits up to ``timeout`` seconds (None:
+        as long as it takes) until every document accepted before the call
+        has its final report (to poll): ``Status.OK``, ``Status.PARTIAL``
+        (some of them failed) or ``Status.ERR_TIMEOUT``."""
+        return _status(self._call(_lib.kuzzle_producer_flush, _millis(timeout)))
+
+    def stats(self) -> dict:
+        """The producer's counters (``accepted``, ``delivered``, ``failed``,
+        ``waiting``, ... and ``spool``: None in memory mode)."""
+        out = ctypes.c_void_p()
+        try:
+            status = self._call(_lib.kuzzle_producer_stats, ctypes.byref(out))
+        finally:
             text = _take(out)
         data = _parse(text)
         if status != Status.OK:

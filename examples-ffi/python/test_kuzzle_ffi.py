@@ -10,9 +10,11 @@ works in its own index (``py-<pid>-<n>``), deleted afterwards.
 import itertools
 import os
 import re
+import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 
 import kuzzle
-from kuzzle import Client, ClientClosedError, KuzzleError, MWriteResult, Status
+from kuzzle import (Client, ClientClosedError, KuzzleError, MWriteResult, ProducerClosedError,
+                    Status)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -444,6 +447,139 @@ def test_unclosed_client_is_closed_by_gc():
     with pytest.warns(ResourceWarning):
         del client
         gc.collect()
+
+
+# ---- the producer --------------------------------------------------------------
+
+
+def offline_client() -> Client:
+    """A client of a Kuzzle out of reach (nothing listens on the port):
+    lazyConnect opens it anyway; retries=0 so each attempt ends at once."""
+    return Client(host=HOST, port=unused_port(), lazyConnect=True, retries=0)
+
+
+def test_producer_reports_every_seq_once(kz):
+    client = kz.connect()
+    index = kz.fresh_index(client)
+    docs = readings(500, prefix="p-") + readings(500)
+    with client.producer(lingerMs=1) as producer:
+        seqs = [producer.produce(index, "c", doc) for doc in docs]
+        assert producer.flush(60) == Status.OK
+        reports = list(producer.reports(timeout=0))
+        assert producer.poll(timeout=0) == []
+        stats = producer.stats()
+    assert len(set(seqs)) == 1000
+    assert sorted(r["seq"] for r in reports) == sorted(seqs)  # each exactly once
+    assert all(r["ok"] and r["index"] == index for r in reports), \
+        [r for r in reports if not r["ok"]][:3]
+    ids = {r["_id"] for r in reports}
+    assert len(ids) == 1000 and {f"p-{i:05d}" for i in range(500)} <= ids
+    assert (stats["accepted"], stats["delivered"], stats["failed"]) == (1000, 1000, 0)
+    assert stats["spool"] is None
+    assert count(client, index) == 1000
+
+
+def test_producer_batch_refusals_and_close(kz):
+    client = kz.connect()
+    index = kz.fresh_index(client)
+    producer = client.producer()
+    first, n = producer.produce_batch(index, "c", readings(5))
+    assert n == 5 and first >= 1
+    assert producer.produce_batch(index, "c", []) == (0, 0)
+    with pytest.raises(KuzzleError) as e:  # all or none: one bad refuses the batch
+        producer.produce_batch(index, "c", readings(3) + [{"body": [1]}])
+    assert e.value.status == Status.ERR_INVALID_ARGUMENT and "body" in e.value.message
+    with pytest.raises(KuzzleError) as e:
+        producer.produce(index, "c", {"_id": 12, "body": {}})
+    assert e.value.status == Status.ERR_INVALID_ARGUMENT and "_id" in e.value.message
+    left = producer.close(timeout=60)  # flushes: the 5 reports come back here
+    assert sorted(r["seq"] for r in left) == list(range(first, first + 5))
+    assert all(r["ok"] for r in left)
+    assert producer.closed and producer.close() == []  # idempotent
+    with pytest.raises(ProducerClosedError):
+        producer.produce(index, "c", {"body": {}})
+    with pytest.raises(ProducerClosedError):
+        producer.poll()
+
+
+def test_producer_fileno_works_with_selectors(kz):
+    client = kz.connect()
+    index = kz.fresh_index(client)
+    with client.producer() as producer, selectors.DefaultSelector() as sel:
+        sel.register(producer, selectors.EVENT_READ)
+        assert sel.select(timeout=0) == []  # nothing produced: no report waits
+        seqs = {producer.produce(index, "c", doc) for doc in readings(20)}
+        got = []
+        while len(got) < 20:
+            ready = sel.select(timeout=60)
+            assert ready, "no report in 60 s"
+            got += producer.poll(timeout=0)
+        assert {r["seq"] for r in got} == seqs
+        assert producer.poll(timeout=0) == []
+        assert sel.select(timeout=0) == []  # all taken: not readable any more
+
+
+def test_producer_spool_delivers_after_reopen(kz):
+    client = kz.connect()
+    index = kz.fresh_index(client)
+    docs = readings(40, prefix="sp-") + readings(40)  # generated ids are spooled
+    with tempfile.TemporaryDirectory() as spool:
+        offline = offline_client()
+        try:
+            producer = offline.producer(spoolDir=spool, lingerMs=1)
+            seqs = [producer.produce(index, "c", doc) for doc in docs]
+            assert producer.flush(0.5) == Status.ERR_TIMEOUT  # nothing gets through
+            assert producer.poll(timeout=0) == []  # out of reach is not a failure
+            assert producer.stats()["spool"]["pending"] == 80
+            with pytest.raises(KuzzleError) as e:  # one producer per spool
+                offline.producer(spoolDir=spool)
+            assert e.value.status == Status.ERR_SPOOL
+            assert producer.close(timeout=1) == []
+        finally:
+            offline.close()
+        # Kuzzle out of reach, close could not wait for the delivery thread:
+        # it lets the spool go as it ends (promptly: it was between attempts).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reopened = client.producer(spoolDir=spool)
+                break
+            except KuzzleError as e:
+                if e.status != Status.ERR_SPOOL or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with reopened:
+            assert reopened.flush(60) == Status.OK
+            reports = list(reopened.reports(timeout=0))
+            later = reopened.produce(index, "c", {"body": {"after": True}})
+            assert reopened.flush(60) == Status.OK
+    assert sorted(r["seq"] for r in reports) == seqs
+    assert all(r["ok"] for r in reports)
+    assert later > max(seqs)  # seqs go on across the reopen
+    assert count(client, index) == 81  # nothing twice, nothing lost
+
+
+def test_producer_queue_full_with_reject():
+    offline = offline_client()
+    try:
+        # deliveryTimeoutMs=1: the first failed attempt is final, so reports
+        # come without waiting for minutes.
+        producer = offline.producer(whenFull="reject", maxQueueDocuments=10,
+                                    deliveryTimeoutMs=1)
+        seqs = [producer.produce("idx", "c", doc) for doc in readings(10)]
+        with pytest.raises(KuzzleError) as e:  # room: until the reports are polled
+            producer.produce("idx", "c", {"body": {"one": "too many"}})
+        assert e.value.status == Status.ERR_QUEUE_FULL
+        assert e.value.status_name == "KUZZLE_ERR_QUEUE_FULL"
+        got = []
+        while len(got) < 10:
+            got += producer.poll(timeout=None)
+        assert sorted(r["seq"] for r in got) == seqs
+        assert all(not r["ok"] and r["status"] == 0 and not r["inDoubt"] for r in got)
+        assert producer.produce("idx", "c", {"body": {}}) > max(seqs)  # room again
+        producer.close(timeout=0)
+    finally:
+        offline.close()
 
 
 # ---- the example ---------------------------------------------------------------

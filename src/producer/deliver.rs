@@ -56,7 +56,8 @@ pub(super) fn run(shared: &Shared) {
         if retried > 0 {
             state.oldest.get_or_insert_with(Instant::now);
         }
-        state.low_watermark = watermark(shared, &state, retried_min, last + 1).max(first);
+        state.read_upto = state.read_upto.max(last + 1);
+        state.low_watermark = watermark(shared, &state, retried_min).max(first);
         drop(state);
         shared.progress.notify_all();
     }
@@ -67,8 +68,10 @@ pub(super) fn run(shared: &Shared) {
 }
 
 /// Every seq below it has its final report: the lowest one put back, else
-/// the lowest waiting, else the next to be given.
-fn watermark(shared: &Shared, state: &State, retried: Option<u64>, after_batch: u64) -> u64 {
+/// the lowest waiting in memory; with a spool, which hands out in seq
+/// order, the first seq not read yet, or the next seq when the spool holds
+/// nothing without an outcome.
+fn watermark(shared: &Shared, state: &State, retried: Option<u64>) -> u64 {
     if let Some(seq) = retried {
         return seq;
     }
@@ -76,9 +79,14 @@ fn watermark(shared: &Shared, state: &State, retried: Option<u64>, after_batch: 
         return seq;
     }
     match shared.store.spool() {
-        Some(spool) if state.waiting == 0 => spool.stats().next_seq,
-        // The spool hands out in seq order: what waits comes after.
-        Some(_) => after_batch,
+        Some(spool) if state.waiting == 0 && state.in_flight == 0 => {
+            let stats = spool.stats();
+            match stats.pending {
+                0 => stats.next_seq,
+                _ => state.read_upto,
+            }
+        }
+        Some(_) => state.read_upto,
         None => shared.next_seq.load(Ordering::Relaxed),
     }
 }
@@ -109,7 +117,7 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
         if state.waiting == 0 {
             state.flush = false;
             state.oldest = None;
-            state.low_watermark = watermark(shared, &state, None, 0).max(state.low_watermark);
+            state.low_watermark = watermark(shared, &state, None).max(state.low_watermark);
             shared.progress.notify_all();
             state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             continue;
@@ -147,7 +155,15 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
     state.in_flight = items.len();
     state.in_flight_meta = items
         .iter()
-        .map(|i| (i.seq, i.index.clone(), i.collection.clone(), i.id.clone()))
+        .map(|i| {
+            (
+                i.seq,
+                i.index.clone(),
+                i.collection.clone(),
+                i.id.clone(),
+                i.size(),
+            )
+        })
         .collect();
     state.oldest = (state.waiting > 0).then(Instant::now);
     if let Some(first) = items.first() {
@@ -216,7 +232,9 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
         source: false,
     };
     let (index, collection) = (group[0].index.clone(), group[0].collection.clone());
-    let outcome = shared.client.mwrite(&index, &collection, &json, &options);
+    let outcome = shared
+        .client
+        .mwrite_once(&index, &collection, &json, &options);
     let result: Value = match outcome {
         Ok(o) => serde_json::from_str(&o.json).unwrap_or(Value::Null),
         // The call refused whole (an index name Kuzzle cannot take...):
@@ -261,6 +279,7 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
     for (item, verdict) in group.into_iter().zip(verdicts) {
         match verdict {
             Some(Verdict::Stored(version, created)) => finals.push(Report {
+                held: item.size(),
                 seq: item.seq,
                 index: item.index,
                 collection: item.collection,
@@ -301,6 +320,7 @@ enum Verdict {
 
 fn failure(item: Item, status: u16, reason: &str, in_doubt: bool) -> Report {
     Report {
+        held: item.size(),
         seq: item.seq,
         index: item.index,
         collection: item.collection,
@@ -352,6 +372,7 @@ fn outcome_of(r: &Report) -> Outcome {
 /// A report from the spool's memory of it (after a reopen).
 pub(super) fn report_of(doc: &ReportedDoc, o: &Outcome, redelivered: bool) -> Report {
     Report {
+        held: 0,
         seq: doc.seq,
         index: doc.index.clone(),
         collection: doc.collection.clone(),

@@ -68,11 +68,13 @@ struct State {
     done: bool,
     /// Every seq below this has its final report (or was never ours).
     low_watermark: u64,
+    /// With a spool: every seq below this was read from it once.
+    read_upto: u64,
     /// Seqs of the reports handed out by the last poll.
     handed: Vec<u64>,
     /// What the batch in flight is about (seq, index, collection, id), for
     /// a close that cannot wait for it.
-    in_flight_meta: Vec<(u64, String, String, String)>,
+    in_flight_meta: Vec<(u64, String, String, String, usize)>,
     /// The delivery thread is turning a batch's results into reports.
     reporting: bool,
     /// Memory mode: close reported the batch in flight; its outcome is
@@ -91,6 +93,7 @@ impl Producer {
             .map_err(|e| Error::new(Status::KUZZLE_ERR_INTERNAL, format!("no socket pair: {e}")))?;
         let mut state = State {
             low_watermark: 1,
+            read_upto: 1,
             ..State::default()
         };
         let store = match &config.spool_dir {
@@ -174,6 +177,7 @@ impl Producer {
                 given => (given.to_string(), *body),
             })
             .collect();
+        // As `Item::size` counts them (released with their reports).
         let bytes: usize = docs
             .iter()
             .map(|(id, body)| index.len() + collection.len() + id.len() + body.len() + 64)
@@ -310,7 +314,7 @@ impl Producer {
         let reports = shared.reports.take(max, timeout);
         // Dropped documents stopped counting when they were dropped.
         let counted: Vec<&Report> = reports.iter().filter(|r| !r.dropped()).collect();
-        let freed: usize = counted.iter().map(|r| report_size(r)).sum();
+        let freed: usize = counted.iter().map(|r| r.held).sum();
         let mut state = shared.lock();
         state.handed = reports.iter().map(|r| r.seq).collect();
         state.outstanding -= counted.len().min(state.outstanding);
@@ -470,10 +474,6 @@ impl Shared {
     }
 }
 
-fn report_size(r: &Report) -> usize {
-    r.index.len() + r.collection.len() + r.id.len() + 64
-}
-
 fn queue_full(why: &str) -> Error {
     Error::new(Status::KUZZLE_ERR_QUEUE_FULL, why)
 }
@@ -502,9 +502,10 @@ fn closed_reports(items: Vec<Item>) -> Vec<Report> {
 }
 
 /// Documents whose request was in flight when the producer closed.
-fn in_doubt_reports(meta: Vec<(u64, String, String, String)>) -> Vec<Report> {
+fn in_doubt_reports(meta: Vec<(u64, String, String, String, usize)>) -> Vec<Report> {
     meta.into_iter()
-        .map(|(seq, index, collection, id)| Report {
+        .map(|(seq, index, collection, id, held)| Report {
+            held,
             seq,
             index,
             collection,
@@ -528,6 +529,7 @@ fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
     items
         .into_iter()
         .map(|item| Report {
+            held: item.size(),
             seq: item.seq,
             index: item.index,
             collection: item.collection,

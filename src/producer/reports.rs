@@ -25,6 +25,9 @@ pub(crate) struct Report {
     pub in_doubt: bool,
     /// It may have been handed out before a crash.
     pub redelivered: bool,
+    /// The bytes its document counted against `maxQueueBytes`, released
+    /// when the report is polled.
+    pub held: usize,
 }
 
 /// The status of the reports of documents dropped by `whenFull: dropOldest`.
