@@ -209,7 +209,11 @@ unsafe fn produce(
             .unwrap_or(error),
     };
     LAST_ERROR.with(|last| {
-        *last.borrow_mut() = CString::new(message.replace('\0', "")).unwrap_or_default();
+        let mut last = last.borrow_mut();
+        // Most calls succeed after one that did: nothing to rewrite then.
+        if !(message.is_empty() && last.is_empty()) {
+            *last = CString::new(message.replace('\0', "")).unwrap_or_default();
+        }
     });
     (status, accepted.0, accepted.1)
 }

@@ -7,7 +7,8 @@ use super::store::Item;
 use super::{Report, Shared, State};
 use crate::config::WriteOptions;
 use crate::spool::{Outcome, ReportedDoc};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -235,8 +236,8 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
     let outcome = shared
         .client
         .mwrite_once(&index, &collection, &json, &options);
-    let result: Value = match outcome {
-        Ok(o) => serde_json::from_str(&o.json).unwrap_or(Value::Null),
+    let json = match outcome {
+        Ok(o) => o.json,
         // The call refused whole (an index name Kuzzle cannot take...):
         // every document's final failure.
         Err(e) => {
@@ -247,33 +248,11 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
             return (reports, Vec::new());
         }
     };
-    let by_id: HashMap<String, usize> = group
-        .iter()
-        .enumerate()
-        .filter_map(|(k, item)| {
-            serde_json::from_str::<String>(&item.id)
-                .ok()
-                .map(|id| (id, k))
-        })
-        .collect();
-    let mut verdicts: Vec<Option<Verdict>> = (0..group.len()).map(|_| None).collect();
-    for s in result["successes"].as_array().into_iter().flatten() {
-        if let Some(&k) = s["_id"].as_str().and_then(|id| by_id.get(id)) {
-            verdicts[k] = Some(Verdict::Stored(
-                s["_version"].as_u64(),
-                s["created"].as_bool(),
-            ));
-        }
-    }
-    for e in result["errors"].as_array().into_iter().flatten() {
-        let Some(&k) = e["document"]["_id"].as_str().and_then(|id| by_id.get(id)) else {
-            continue;
-        };
-        let status = e["status"].as_u64().unwrap_or(0) as u16;
-        let in_doubt = e["inDoubt"].as_bool().unwrap_or(true);
-        let reason = e["reason"].as_str().unwrap_or("").to_string();
-        verdicts[k] = Some(Verdict::Failed(status, reason, in_doubt));
-    }
+    let verdicts = match serde_json::from_str::<Written>(&json) {
+        Ok(written) => verdicts(&group, written),
+        // Cannot happen (the engine writes it): all sent again.
+        Err(_) => (0..group.len()).map(|_| None).collect(),
+    };
     let mut finals = Vec::with_capacity(group.len());
     let mut retry = Vec::new();
     for (item, verdict) in group.into_iter().zip(verdicts) {
@@ -311,6 +290,79 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
         }
     }
     (finals, retry)
+}
+
+/// The engine's result, with `source: false`: only what a report needs.
+#[derive(Deserialize)]
+struct Written<'a> {
+    #[serde(borrow)]
+    successes: Vec<Stored<'a>>,
+    #[serde(borrow)]
+    errors: Vec<Refused<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow, rename = "_id")]
+    id: &'a RawValue,
+    #[serde(default, rename = "_version")]
+    version: Option<u64>,
+    #[serde(default)]
+    created: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Refused<'a> {
+    #[serde(borrow)]
+    document: Named<'a>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default, rename = "inDoubt")]
+    in_doubt: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default, rename = "_id")]
+    id: Option<&'a RawValue>,
+}
+
+/// Whether two `_id` literals name the same id.
+fn same_id(a: &str, b: &str) -> bool {
+    a == b
+        || ((a.contains('\\') || b.contains('\\'))
+            && serde_json::from_str::<String>(a).ok() == serde_json::from_str::<String>(b).ok())
+}
+
+/// Each document's verdict: successes come in the order sent (a cursor),
+/// errors by their `_id` (each `_id` is once in a request).
+fn verdicts(group: &[Item], written: Written) -> Vec<Option<Verdict>> {
+    let mut errors: HashMap<String, Refused> = written
+        .errors
+        .into_iter()
+        .filter_map(|e| {
+            let id = serde_json::from_str::<String>(e.document.id?.get()).ok()?;
+            Some((id, e))
+        })
+        .collect();
+    let mut successes = written.successes.into_iter().peekable();
+    group
+        .iter()
+        .map(|item| {
+            if let Some(s) = successes.next_if(|s| same_id(s.id.get(), &item.id)) {
+                return Some(Verdict::Stored(s.version, s.created));
+            }
+            let id = serde_json::from_str::<String>(&item.id).ok()?;
+            let e = errors.remove(&id)?;
+            Some(Verdict::Failed(
+                e.status.unwrap_or(0),
+                e.reason.unwrap_or_default(),
+                e.in_doubt.unwrap_or(true),
+            ))
+        })
+        .collect()
 }
 
 enum Verdict {

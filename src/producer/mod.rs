@@ -210,12 +210,19 @@ impl Producer {
         state.waiting += n;
         state.waiting_bytes += bytes;
         state.oldest.get_or_insert_with(Instant::now);
+        // The delivery thread sleeps until the first document (then
+        // `lingerMs`) or a full batch: waking it for every one costs more
+        // than the produce call itself.
+        let batch = shared.config.batch_documents;
+        let wake = state.waiting == n || (state.waiting >= batch && state.waiting - n < batch);
         drop(state);
         shared
             .counters
             .accepted
             .fetch_add(n as u64, Ordering::Relaxed);
-        shared.wake.notify_all();
+        if wake {
+            shared.wake.notify_all();
+        }
         Ok((first, n))
     }
 
