@@ -414,8 +414,8 @@ const char *kuzzle_version(void);
  - `whenFull` "block" (default), "reject" or "dropOldest": what a produce
    call does without room: wait up to `blockTimeoutMs` (integer, default
    10000) then `KUZZLE_ERR_QUEUE_FULL`; `KUZZLE_ERR_QUEUE_FULL` at once; or
-   (memory mode only) fail the oldest waiting documents, a report each
-   (status 507).
+   (memory mode only: with a spool it is "block") fail the oldest waiting
+   documents, a report each (status 507).
  - `deliveryTimeoutMs` integer, default 300000: memory mode only: a document
    not delivered in that time is reported failed (with a spool it waits
    for Kuzzle as long as the disk holds it).
@@ -511,7 +511,7 @@ enum kuzzle_status kuzzle_producer_poll(struct kuzzle_producer *producer,
  One report into `*out_report`, waiting up to `timeout_ms` as
  `kuzzle_producer_poll` (which it is, for one report, without JSON):
  `KUZZLE_OK` with `*out_report` set, `KUZZLE_ERR_TIMEOUT` when none came
- in time (`*out_report` zeroed). Its strings stay valid until the next
+ in time (`*out_report` cleared: seq 0, version -1, strings NULL). Its strings stay valid until the next
  call of this function, `kuzzle_producer_poll` or `kuzzle_producer_close`
  on this producer: call it from one thread.
 
@@ -564,9 +564,11 @@ enum kuzzle_status kuzzle_producer_stats(struct kuzzle_producer *producer, char 
  Flushes up to `timeout_ms`, stops the delivery thread and releases the
  producer (NULL: a no-op, `KUZZLE_OK`). With a spool, what is not
  delivered stays on disk for the next open; without, each undelivered
- document gets a final failure report (status 0, not sent). The reports
- not yet polled come back in `*out_reports_json` (if not NULL; a JSON
- array, to release with `kuzzle_free_result`). The producer must not be
+ document gets a final failure report (status 0, not sent, or in doubt
+ if an earlier attempt was). The reports not yet polled come back in
+ `*out_reports_json` (a JSON array, to release with
+ `kuzzle_free_result`); with `out_reports_json` NULL they are not taken
+ as seen: with a spool they come again, redelivered, after the next open. The producer must not be
  in use by another thread, nor used afterwards. If a request is still in
  flight when time is up, the delivery thread finishes it on its own (at
  most `timeoutMs` later) and its documents stay spooled (memory mode:

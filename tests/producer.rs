@@ -565,3 +565,37 @@ fn the_uplink_down_for_a_while_then_back_delivers_the_backlog_once() {
     assert_eq!(h.count(&index, "c"), 500);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn flush_says_partial_for_its_own_documents_and_a_rejection_is_final() {
+    let h = connect(&default_stack().config());
+    let index = format!("t-prodpartial-{}", std::process::id());
+    h.query_ok(json!({"controller":"index","action":"create","index":index}));
+    h.query_ok(
+        json!({"controller":"collection","action":"create","index":index,"collection":"c",
+        "body":{"mappings":{"dynamic":"strict","properties":{"temp":{"type":"float"}}}}}),
+    );
+    let p = open(&h, json!({"lingerMs": 0})).unwrap();
+    assert_eq!(
+        p.produce(&index, &json!({"body": {"temp": 1.5}})).0,
+        S::KUZZLE_OK
+    );
+    let (_, bad) = p.produce(&index, &json!({"body": {"unmapped": true}}));
+    assert_eq!(p.flush(30_000), S::KUZZLE_PARTIAL);
+    let reports = collect(&p, 2);
+    let r = &reports[&bad];
+    assert_eq!(
+        (r["ok"].as_bool(), r["status"].as_u64()),
+        (Some(false), Some(400)),
+        "{r}"
+    );
+    assert_eq!(r["inDoubt"], false, "{r}");
+    // The next flush covers only what came after.
+    assert_eq!(
+        p.produce(&index, &json!({"body": {"temp": 2.5}})).0,
+        S::KUZZLE_OK
+    );
+    assert_eq!(p.flush(30_000), S::KUZZLE_OK);
+    collect(&p, 1);
+    assert!(p.close(5_000).is_empty());
+}

@@ -97,8 +97,8 @@ unsafe fn with_producer(
 /// - `whenFull` "block" (default), "reject" or "dropOldest": what a produce
 ///   call does without room: wait up to `blockTimeoutMs` (integer, default
 ///   10000) then `KUZZLE_ERR_QUEUE_FULL`; `KUZZLE_ERR_QUEUE_FULL` at once; or
-///   (memory mode only) fail the oldest waiting documents, a report each
-///   (status 507).
+///   (memory mode only: with a spool it is "block") fail the oldest waiting
+///   documents, a report each (status 507).
 /// - `deliveryTimeoutMs` integer, default 300000: memory mode only: a document
 ///   not delivered in that time is reported failed (with a spool it waits
 ///   for Kuzzle as long as the disk holds it).
@@ -330,7 +330,7 @@ pub unsafe extern "C" fn kuzzle_producer_poll(
 /// One report into `*out_report`, waiting up to `timeout_ms` as
 /// `kuzzle_producer_poll` (which it is, for one report, without JSON):
 /// `KUZZLE_OK` with `*out_report` set, `KUZZLE_ERR_TIMEOUT` when none came
-/// in time (`*out_report` zeroed). Its strings stay valid until the next
+/// in time (`*out_report` cleared: seq 0, version -1, strings NULL). Its strings stay valid until the next
 /// call of this function, `kuzzle_producer_poll` or `kuzzle_producer_close`
 /// on this producer: call it from one thread.
 ///
@@ -471,9 +471,11 @@ pub unsafe extern "C" fn kuzzle_producer_stats(
 /// Flushes up to `timeout_ms`, stops the delivery thread and releases the
 /// producer (NULL: a no-op, `KUZZLE_OK`). With a spool, what is not
 /// delivered stays on disk for the next open; without, each undelivered
-/// document gets a final failure report (status 0, not sent). The reports
-/// not yet polled come back in `*out_reports_json` (if not NULL; a JSON
-/// array, to release with `kuzzle_free_result`). The producer must not be
+/// document gets a final failure report (status 0, not sent, or in doubt
+/// if an earlier attempt was). The reports not yet polled come back in
+/// `*out_reports_json` (a JSON array, to release with
+/// `kuzzle_free_result`); with `out_reports_json` NULL they are not taken
+/// as seen: with a spool they come again, redelivered, after the next open. The producer must not be
 /// in use by another thread, nor used afterwards. If a request is still in
 /// flight when time is up, the delivery thread finishes it on its own (at
 /// most `timeoutMs` later) and its documents stay spooled (memory mode:
@@ -501,7 +503,9 @@ pub unsafe extern "C" fn kuzzle_producer_close(
         // SAFETY: a pointer from Box::into_raw in kuzzle_producer_open,
         // released once, per the contract.
         let p = unsafe { Box::from_raw(producer) };
-        let reports = p.inner.close(millis(timeout_ms));
+        let reports = p
+            .inner
+            .close(millis(timeout_ms), !out_reports_json.is_null());
         (Status::KUZZLE_OK, crate::producer::json_array(&reports))
     });
     // SAFETY: NULL or writable per the contract.

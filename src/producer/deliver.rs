@@ -19,6 +19,16 @@ const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 
 pub(super) fn run(shared: &Shared) {
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver_all(shared)));
+    let mut state = shared.lock();
+    // A bug: nothing delivers any more; flush and close must not wait.
+    state.thread_gone = ended.is_err();
+    state.done = true;
+    drop(state);
+    shared.progress.notify_all();
+}
+
+fn deliver_all(shared: &Shared) {
     let mut pause = Duration::ZERO;
     while let Some(batch) = next_batch(shared, pause) {
         let first = batch.first().map_or(0, |i| i.seq);
@@ -62,10 +72,6 @@ pub(super) fn run(shared: &Shared) {
         drop(state);
         shared.progress.notify_all();
     }
-    let mut state = shared.lock();
-    state.done = true;
-    drop(state);
-    shared.progress.notify_all();
 }
 
 /// Every seq below it has its final report: the lowest one put back, else
@@ -115,6 +121,12 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
         if state.closing {
             return None;
         }
+        // With a spool, the backlog may be far larger than memory: its
+        // reports wait for polls, at most `maxQueueDocuments` of them.
+        if shared.store.spool().is_some() && shared.reports.waiting() >= c.max_queue_documents {
+            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
         if state.waiting == 0 {
             state.flush = false;
             state.oldest = None;
@@ -137,10 +149,21 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
     drop(state);
     let items = match shared.store.take(c.batch_documents, c.max_queue_bytes) {
         Ok(items) => items,
-        Err(e) => {
-            // A spool that cannot be read now: try again after a pause.
-            eprintln!("libkuzzle producer: reading the spool failed: {e}");
-            Vec::new()
+        Err(_) => {
+            // A spool that cannot be read now (an I/O error): the documents
+            // stay counted; try again after a pause (a close ends it).
+            let mut state = shared.lock();
+            let until = Instant::now() + FIRST_PAUSE;
+            while !state.closing && Instant::now() < until {
+                let left = until.saturating_duration_since(Instant::now());
+                state = shared
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(state);
+            return Some(Vec::new());
         }
     };
     let bytes: usize = items.iter().map(Item::size).sum();
@@ -176,9 +199,25 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
 /// Sends a batch; the final reports, and the documents to try again.
 fn deliver(shared: &Shared, batch: Vec<Item>) -> (Vec<Report>, Vec<Item>) {
     let mut finals = Vec::with_capacity(batch.len());
-    let mut retry = Vec::new();
+    let mut retry: Vec<Item> = Vec::new();
+    // An `_id` put back is not sent again in this batch: a later version of
+    // it stored now would be overwritten by the earlier one's resend.
+    let mut held: HashSet<(String, String, String)> = HashSet::new();
     for group in requests(batch) {
-        let (f, r) = deliver_group(shared, group);
+        if shared.lock().abandoned {
+            // Memory mode, closed: close reported these already.
+            retry.extend(group);
+            continue;
+        }
+        let key = |i: &Item| (i.index.clone(), i.collection.clone(), i.id.clone());
+        let (wait, send): (Vec<Item>, Vec<Item>) =
+            group.into_iter().partition(|i| held.contains(&key(i)));
+        retry.extend(wait);
+        if send.is_empty() {
+            continue;
+        }
+        let (f, r) = deliver_group(shared, send);
+        held.extend(r.iter().map(key));
         finals.extend(f);
         retry.extend(r);
     }
@@ -274,13 +313,20 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
             Some(Verdict::Failed(status, reason, in_doubt)) => {
                 // Out of reach, refused for now or in doubt: the same
                 // document, same id, goes again later; with a spool it
-                // waits as long as the disk holds it.
-                let again = in_doubt || matches!(status, 0 | 429 | 502..=504);
+                // waits as long as the disk holds it. So do refusals of
+                // the whole request that an operator mends (credentials,
+                // rights, a missing index): a backlog is not failed for a
+                // rotated password.
+                let again =
+                    in_doubt || matches!(status, 0 | 401 | 403 | 404 | 412 | 429 | 502..=504);
                 let expired = shared.store.spool().is_none()
                     && item.accepted.elapsed() >= shared.config.delivery_timeout;
+                let mut item = item;
+                item.sent_in_doubt |= in_doubt;
                 if again && !expired {
                     retry.push(item);
                 } else {
+                    let in_doubt = item.sent_in_doubt;
                     finals.push(failure(item, status, &reason, in_doubt));
                 }
             }
@@ -395,12 +441,16 @@ pub(super) fn finish(shared: &Shared, reports: Vec<Report>) {
         return;
     }
     let outcomes: Vec<Outcome> = reports.iter().map(outcome_of).collect();
-    if let Err(e) = shared.store.outcomes(&outcomes) {
-        // The reports still go out: after a crash these documents would be
-        // sent again (harmless: same ids) and reported once more.
-        eprintln!("libkuzzle producer: recording outcomes in the spool failed: {e}");
-    }
+    // On failure the reports still go out: after a crash these documents
+    // would be sent again (harmless: same ids) and reported once more.
+    let _ = shared.store.outcomes(&outcomes);
     let ok = reports.iter().filter(|r| r.ok).count() as u64;
+    if ok < reports.len() as u64 {
+        let mut state = shared.lock();
+        state
+            .failed
+            .extend(reports.iter().filter(|r| !r.ok).map(|r| r.seq));
+    }
     shared.counters.delivered.fetch_add(ok, Ordering::Relaxed);
     shared
         .counters

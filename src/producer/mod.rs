@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// Producers waiting for room, flushes waiting for reports.
     progress: Condvar,
     reports: Reports,
+    /// Polls one at a time.
+    polling: Mutex<()>,
     /// Seqs of memory mode (a spool numbers its own).
     next_seq: AtomicU64,
     counters: Counters,
@@ -66,6 +68,8 @@ struct State {
     closing: bool,
     /// The delivery thread ended.
     done: bool,
+    /// It ended by a panic (a bug): nothing will deliver any more.
+    thread_gone: bool,
     /// Every seq below this has its final report (or was never ours).
     low_watermark: u64,
     /// With a spool: every seq below this was read from it once.
@@ -80,6 +84,9 @@ struct State {
     /// Memory mode: close reported the batch in flight; its outcome is
     /// dropped.
     abandoned: bool,
+    /// Seqs of documents whose final report is a failure, since the last
+    /// flush (which says `KUZZLE_PARTIAL` when one of its own is there).
+    failed: std::collections::BTreeSet<u64>,
 }
 
 pub(crate) struct Producer {
@@ -130,6 +137,7 @@ impl Producer {
             wake: Condvar::new(),
             progress: Condvar::new(),
             reports,
+            polling: Mutex::new(()),
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
         });
@@ -184,6 +192,7 @@ impl Producer {
             .sum();
         let n = docs.len();
         self.admit(n, bytes)?;
+        let deadline = Instant::now() + shared.config.block_timeout;
         let first = loop {
             let appended = shared.store.append(index, collection, &docs, |n| {
                 shared.next_seq.fetch_add(n as u64, Ordering::Relaxed)
@@ -191,7 +200,7 @@ impl Producer {
             match appended {
                 Ok(first) => break first,
                 Err(SpoolError::Full) if shared.config.when_full == WhenFull::Block => {
-                    if !self.wait_for_room_on_disk() {
+                    if !self.wait_for_room_on_disk(deadline) {
                         self.release(n, bytes);
                         return Err(queue_full("the spool is full (spoolMaxBytes)"));
                     }
@@ -300,24 +309,36 @@ impl Producer {
         state.outstanding_bytes -= bytes.min(state.outstanding_bytes);
     }
 
-    /// With a full spool and `block`: waits until reports are consumed
-    /// (which frees segments) or `blockTimeoutMs`; false when time is up.
-    fn wait_for_room_on_disk(&self) -> bool {
+    /// With a full spool and `block`: waits for reports to be consumed
+    /// (which frees segments), at most until `deadline` (then false). The
+    /// caller tries the spool again after each wake-up, and at least every
+    /// 100 ms, so a consumption just before the wait is not missed.
+    fn wait_for_room_on_disk(&self, deadline: Instant) -> bool {
         let shared = &*self.shared;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
         let state = shared.lock();
-        let (_state, timeout) = shared
+        let _state = shared
             .progress
-            .wait_timeout(state, shared.config.block_timeout)
+            .wait_timeout(state, left.min(Duration::from_millis(100)))
             .unwrap_or_else(|p| p.into_inner());
-        !timeout.timed_out()
+        true
     }
 
     /// `kuzzle_producer_poll`: at most `max` reports, waiting up to
     /// `timeout` for one. The reports of the previous poll are consumed.
     pub fn poll(&self, max: usize, timeout: Duration) -> Result<Vec<Report>> {
         let shared = &*self.shared;
+        // One poll at a time: each consumes what the one before handed out.
+        let _one = shared.polling.lock().unwrap_or_else(|p| p.into_inner());
         let previous = std::mem::take(&mut shared.lock().handed);
-        shared.store.consumed(&previous).map_err(spool_error)?;
+        if let Err(e) = shared.store.consumed(&previous) {
+            // Kept, to be consumed by the next poll.
+            shared.lock().handed = previous;
+            return Err(spool_error(e));
+        }
         let reports = shared.reports.take(max, timeout);
         // Dropped documents stopped counting when they were dropped.
         let counted: Vec<&Report> = reports.iter().filter(|r| !r.dropped()).collect();
@@ -328,6 +349,8 @@ impl Producer {
         state.outstanding_bytes -= freed.min(state.outstanding_bytes);
         drop(state);
         shared.progress.notify_all();
+        // Room for reports: a spool's delivery may go on.
+        shared.wake.notify_all();
         Ok(reports)
     }
 
@@ -339,7 +362,6 @@ impl Producer {
             Some(spool) => spool.stats().next_seq,
             None => shared.next_seq.load(Ordering::Relaxed),
         };
-        let failed_before = shared.counters.failed.load(Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         let mut state = shared.lock();
         state.flush = true;
@@ -355,10 +377,14 @@ impl Producer {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        if shared.counters.failed.load(Ordering::Relaxed) > failed_before {
-            Status::KUZZLE_PARTIAL
-        } else {
-            Status::KUZZLE_OK
+        // The documents this flush covers: accepted before it, and after
+        // the flush before it (a failure is not reported by every flush
+        // after it).
+        let failed = state.failed.range(..target).next().is_some();
+        state.failed = state.failed.split_off(&target);
+        match failed {
+            true => Status::KUZZLE_PARTIAL,
+            false => Status::KUZZLE_OK,
         }
     }
 
@@ -406,8 +432,10 @@ impl Producer {
     /// back the reports not polled. Memory mode: what was not delivered by
     /// then gets a final failure report; with a spool it stays on disk for
     /// the next open.
-    pub fn close(mut self, timeout: Duration) -> Vec<Report> {
-        let reports = self.stop(timeout);
+    /// `wanted`: the caller takes the reports not polled; if not, they are
+    /// not consumed (with a spool they come again after the next open).
+    pub fn close(mut self, timeout: Duration, wanted: bool) -> Vec<Report> {
+        let reports = self.stop(timeout, wanted);
         // The delivery thread ended: its share of the spool too, which is
         // closed now (synced, unlocked) for the next opener.
         let ended = self.shared.lock().done;
@@ -415,16 +443,15 @@ impl Producer {
             let _ = thread.join();
             if let Ok(shared) = Arc::try_unwrap(self.shared) {
                 if let Store::Spool(spool) = shared.store {
-                    if let Err(e) = spool.close() {
-                        eprintln!("libkuzzle producer: closing the spool failed: {e}");
-                    }
+                    // What it could not sync is replayed at the next open.
+                    let _ = spool.close();
                 }
             }
         }
         reports
     }
 
-    fn stop(&self, timeout: Duration) -> Vec<Report> {
+    fn stop(&self, timeout: Duration, wanted: bool) -> Vec<Report> {
         let shared = &*self.shared;
         let deadline = Instant::now() + timeout;
         let _ = self.flush(timeout);
@@ -445,6 +472,9 @@ impl Producer {
                     state.abandoned = true;
                     abandoned = std::mem::take(&mut state.in_flight_meta);
                 }
+                break;
+            }
+            if left.is_zero() && state.thread_gone {
                 break;
             }
             let wait = if state.in_flight > 0 && !state.reporting {
@@ -468,8 +498,10 @@ impl Producer {
             deliver::finish(shared, reports);
         }
         let reports = shared.reports.take_all();
-        let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
-        let _ = shared.store.consumed(&seqs);
+        if wanted {
+            let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+            let _ = shared.store.consumed(&seqs);
+        }
         reports
     }
 }
@@ -532,6 +564,8 @@ fn in_doubt_reports(meta: Vec<(u64, String, String, String, usize)>) -> Vec<Repo
         .collect()
 }
 
+/// Final failures of documents never delivered: in doubt if an earlier
+/// attempt was.
 fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
     items
         .into_iter()
@@ -545,8 +579,11 @@ fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
             status,
             version: None,
             created: None,
-            reason: Some(reason.to_string()),
-            in_doubt: false,
+            reason: Some(match item.sent_in_doubt {
+                true => format!("{reason}; an earlier attempt may or may not have written it"),
+                false => format!("{reason}: not sent"),
+            }),
+            in_doubt: item.sent_in_doubt,
             redelivered: false,
         })
         .collect()

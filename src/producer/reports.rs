@@ -50,7 +50,9 @@ impl Report {
         out.push_str(",\"collection\":");
         push_json_str(out, &self.collection);
         out.push_str(",\"_id\":");
-        out.push_str(&self.id);
+        // Empty: a redelivered report whose document's record was lost to
+        // damage (the spool counts it).
+        out.push_str(if self.id.is_empty() { "null" } else { &self.id });
         if self.ok {
             out.push_str(",\"ok\":true,\"_version\":");
             out.push_str(&self.version.map_or("null".into(), |v| v.to_string()));

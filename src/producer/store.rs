@@ -20,6 +20,8 @@ pub(crate) struct Item {
     /// When it was accepted in this process (the delivery timeout of
     /// memory mode counts from here).
     pub accepted: Instant,
+    /// An attempt ended in doubt: any later failure report says so too.
+    pub sent_in_doubt: bool,
 }
 
 impl Item {
@@ -36,6 +38,7 @@ impl Item {
             id: d.id,
             body: d.body,
             accepted: Instant::now(),
+            sent_in_doubt: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Store {
                         id: id.clone(),
                         body: body.to_string(),
                         accepted: now,
+                        sent_in_doubt: false,
                     });
                 }
                 Ok(first)
