@@ -424,65 +424,6 @@ fn index_names_kuzzle_rejects_fail_every_document_clearly() {
     }
 }
 
-/// The producer's raw calls, for the drain test below.
-mod produce {
-    use super::common::{cstr, take};
-    use kuzzle::ffi::*;
-    use kuzzle::kuzzle_status as S;
-    use serde_json::Value;
-    use std::ptr;
-
-    pub struct P(pub *mut kuzzle_producer);
-
-    pub fn open(client: *mut kuzzle_client, config: &Value) -> P {
-        let cfg = cstr(&config.to_string());
-        let (mut p, mut err) = (ptr::null_mut(), ptr::null_mut());
-        let status = unsafe { kuzzle_producer_open(client, cfg.as_ptr(), &mut p, &mut err) };
-        assert_eq!(status, S::KUZZLE_OK, "{}", take(err));
-        P(p)
-    }
-
-    impl P {
-        pub fn batch(&self, index: &str, docs: &Value) -> (S, u64, usize) {
-            let (i, c, d) = (cstr(index), cstr("c"), cstr(&docs.to_string()));
-            let (mut first, mut n) = (0, 0);
-            let status = unsafe {
-                kuzzle_produce_batch(
-                    self.0,
-                    i.as_ptr(),
-                    c.as_ptr(),
-                    d.as_ptr(),
-                    &mut first,
-                    &mut n,
-                )
-            };
-            (status, first, n)
-        }
-
-        pub fn flush(&self, timeout_ms: i32) -> S {
-            unsafe { kuzzle_producer_flush(self.0, timeout_ms) }
-        }
-
-        pub fn poll(&self) -> Vec<Value> {
-            let mut out = ptr::null_mut();
-            assert_eq!(
-                unsafe { kuzzle_producer_poll(self.0, 1_000_000, 0, &mut out) },
-                S::KUZZLE_OK
-            );
-            serde_json::from_str(&take(out)).unwrap()
-        }
-
-        pub fn close(self) -> Vec<Value> {
-            let mut out = ptr::null_mut();
-            assert_eq!(
-                unsafe { kuzzle_producer_close(self.0, 10_000, &mut out) },
-                S::KUZZLE_OK
-            );
-            serde_json::from_str(&take(out)).unwrap()
-        }
-    }
-}
-
 #[test]
 fn kuzzle_killed_during_a_spool_backlog_drain_delivers_everything_once() {
     let stack = crash_stack();
@@ -491,10 +432,11 @@ fn kuzzle_killed_during_a_spool_backlog_drain_delivers_everything_once() {
     let index = fresh_index(&h, "drain");
     let dir = std::env::temp_dir().join(format!("kuzzle-drain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let p = produce::open(
-        h.0,
-        &json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1}),
-    );
+    let p = producer::open(
+        &h,
+        json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1}),
+    )
+    .unwrap();
     let docs: Vec<Value> = (0..20_000).map(|i| json!({"body": {"n": i}})).collect();
     // Held inside Kuzzle when it dies: the storage frozen, a bulk waiting.
     let paused = stack.pause_storage();
@@ -508,7 +450,7 @@ fn kuzzle_killed_during_a_spool_backlog_drain_delivers_everything_once() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(p.flush(180_000), S::KUZZLE_OK);
     let mut seqs = HashSet::new();
-    for r in p.poll().into_iter().chain(p.close()) {
+    for r in p.poll(1_000_000, 0).into_iter().chain(p.close(10_000)) {
         assert_eq!(r["ok"], true, "with a spool nothing fails for a crash: {r}");
         assert!(
             seqs.insert(r["seq"].as_u64().unwrap()),

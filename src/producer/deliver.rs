@@ -98,25 +98,32 @@ fn watermark(shared: &Shared, state: &State, retried: Option<u64>) -> u64 {
     }
 }
 
+/// Waits `pause`, unless a close comes first.
+fn pause_for<'s>(
+    shared: &'s Shared,
+    mut state: std::sync::MutexGuard<'s, State>,
+    pause: Duration,
+) -> std::sync::MutexGuard<'s, State> {
+    let until = Instant::now() + pause;
+    while !state.closing {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        state = shared
+            .wake
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    state
+}
+
 /// The next batch once one is due; None when closing.
 fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
     let c = &shared.config;
-    let mut state = shared.lock();
-    if !pause.is_zero() {
-        // Nothing got through: wait (a close ends the wait).
-        let until = Instant::now() + pause;
-        while !state.closing {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = shared
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
+    // Nothing got through: wait (a close ends the wait).
+    let mut state = pause_for(shared, shared.lock(), pause);
     loop {
         if state.closing {
             return None;
@@ -152,17 +159,7 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
         Err(_) => {
             // A spool that cannot be read now (an I/O error): the documents
             // stay counted; try again after a pause (a close ends it).
-            let mut state = shared.lock();
-            let until = Instant::now() + FIRST_PAUSE;
-            while !state.closing && Instant::now() < until {
-                let left = until.saturating_duration_since(Instant::now());
-                state = shared
-                    .wake
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            drop(state);
+            drop(pause_for(shared, shared.lock(), FIRST_PAUSE));
             return Some(Vec::new());
         }
     };
@@ -416,7 +413,7 @@ enum Verdict {
     Failed(u16, String, bool),
 }
 
-fn failure(item: Item, status: u16, reason: &str, in_doubt: bool) -> Report {
+pub(super) fn failure(item: Item, status: u16, reason: &str, in_doubt: bool) -> Report {
     Report {
         held: item.size(),
         seq: item.seq,

@@ -569,22 +569,13 @@ fn in_doubt_reports(meta: Vec<(u64, String, String, String, usize)>) -> Vec<Repo
 fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
     items
         .into_iter()
-        .map(|item| Report {
-            held: item.size(),
-            seq: item.seq,
-            index: item.index,
-            collection: item.collection,
-            id: item.id,
-            ok: false,
-            status,
-            version: None,
-            created: None,
-            reason: Some(match item.sent_in_doubt {
+        .map(|item| {
+            let in_doubt = item.sent_in_doubt;
+            let reason = match in_doubt {
                 true => format!("{reason}; an earlier attempt may or may not have written it"),
                 false => format!("{reason}: not sent"),
-            }),
-            in_doubt: item.sent_in_doubt,
-            redelivered: false,
+            };
+            deliver::failure(item, status, &reason, in_doubt)
         })
         .collect()
 }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod producer;
+
 use kuzzle::ffi::*;
 use kuzzle::kuzzle_status as S;
 use serde_json::{json, Value};
