@@ -12,10 +12,13 @@ use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-/// A stack of its own, since these tests kill its Kuzzle.
-fn crash_stack() -> &'static Stack {
+/// A stack of its own, since these tests kill its Kuzzle. They take turns
+/// (the guard): each kills and restarts the Kuzzle the other writes to.
+fn crash_stack() -> (&'static Stack, MutexGuard<'static, ()>) {
+    static TURN: Mutex<()> = Mutex::new(());
     static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| {
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let stack = STACK.get_or_init(|| {
         let stack = Stack {
             name: "faults",
             port: 7542,
@@ -25,7 +28,8 @@ fn crash_stack() -> &'static Stack {
         };
         stack.start();
         stack
-    })
+    });
+    (stack, turn)
 }
 
 /// A Kuzzle with tiny limits: 8 KB requests, one request at a time and
@@ -63,7 +67,7 @@ fn ids_of(r: &Value) -> Vec<String> {
 
 #[test]
 fn kuzzle_killed_mid_write_and_restarted_loses_and_duplicates_nothing() {
-    let stack = crash_stack();
+    let (stack, _turn) = crash_stack();
     let h = connect(&json!({"host":"127.0.0.1","port":stack.port,
         "maxDocumentsPerRequest":1000,"concurrency":4,
         "retries":12,"retryBackoffMs":200,"retryDeadlineMs":60000}));
@@ -426,7 +430,7 @@ fn index_names_kuzzle_rejects_fail_every_document_clearly() {
 
 #[test]
 fn kuzzle_killed_during_a_spool_backlog_drain_delivers_everything_once() {
-    let stack = crash_stack();
+    let (stack, _turn) = crash_stack();
     let h = connect(&json!({"host":"127.0.0.1","port":stack.port,
         "maxDocumentsPerRequest":1000,"concurrency":4,"timeoutMs":10000}));
     let index = fresh_index(&h, "drain");
