@@ -272,10 +272,19 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
     let mut next = 0u64;
     // Deterministic instants: after a number of accepted documents, not
     // after a time (the child runs as fast as the machine lets it).
-    for (round, kill_after) in [1usize, 7, 40, 3, 150, 15, 300, 2, 60, 500]
-        .iter()
-        .enumerate()
-    {
+    // 50 instants, the same on every run (a fixed seed), from the first
+    // document to a few hundred: the spool caught mid-append, mid-batch,
+    // mid-outcome, mid-consumption.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let instants: Vec<usize> = (0..50)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            1 + (seed % 300) as usize
+        })
+        .collect();
+    for (round, kill_after) in instants.iter().enumerate() {
         let mut child = std::process::Command::new(&exe)
             .args([
                 "--exact",
@@ -504,4 +513,32 @@ fn flush_says_partial_for_its_own_documents_and_a_rejection_is_final() {
     assert_eq!(p.flush(30_000), S::KUZZLE_OK);
     collect(&p, 1);
     assert!(p.close(5_000).is_empty());
+}
+
+#[test]
+fn a_full_queue_blocks_until_blocktimeoutms_then_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
+    let p = open(
+        &down,
+        json!({"maxQueueDocuments": 3, "whenFull": "block", "blockTimeoutMs": 50, "lingerMs": 100000}),
+    )
+    .unwrap();
+    for i in 0..3 {
+        assert_eq!(p.produce("i", &json!({"body": {"n": i}})).0, S::KUZZLE_OK);
+    }
+    assert_eq!(
+        p.produce("i", &json!({"body": {"n": 3}})).0,
+        S::KUZZLE_ERR_QUEUE_FULL
+    );
+    let why = unsafe { CStr::from_ptr(kuzzle_produce_error()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(why.contains("blockTimeoutMs"), "{why}");
+    assert_eq!(p.close(0).len(), 3);
 }
