@@ -271,7 +271,7 @@ struct SyncState {
 
 struct Inner {
     cfg: SpoolConfig,
-    _lock: File,
+    _lock: sys::Held,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
     synced: Condvar,

@@ -266,7 +266,7 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
     };
     let inner = Inner {
         cfg,
-        _lock: lock_file,
+        _lock: sys::Held(lock_file),
         state: Mutex::new(state),
         sync: Mutex::new(SyncState {
             in_progress: false,

@@ -24,3 +24,18 @@ pub(super) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         }
     }
 }
+
+/// The held lock. Released explicitly when dropped: a child process forked
+/// by the host (or by another thread) between our open and its exec shares
+/// the open file description, and closing our descriptor alone would leave
+/// the spool locked until that child execs or ends.
+#[derive(Debug)]
+pub(super) struct Held(pub(super) File);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: `flock` takes no pointer; the descriptor is open until
+        // `self.0` drops, after this.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
