@@ -14,6 +14,23 @@ use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A port nothing listens on: Kuzzle out of reach.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Documents in `index`/c once refreshed.
+fn stored(h: &Handle, index: &str) -> u64 {
+    h.query_ok(
+        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
+    );
+    h.count(index, "c")
+}
+
 /// Opens a spool producer, waiting while the spool is still locked by a
 /// producer closed a moment ago whose request was in flight when its close
 /// timed out (it ends within one request's `timeoutMs`).
@@ -76,10 +93,7 @@ fn memory_mode_reports_each_document_once_from_eight_threads() {
     assert!(p.poll(10, 0).is_empty(), "nothing more");
     assert_eq!(p.stats()["delivered"], 4_000);
     assert!(p.close(10_000).is_empty());
-    h.query_ok(
-        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
-    );
-    assert_eq!(h.count(&index, "c"), 4_000);
+    assert_eq!(stored(&h, &index), 4_000);
 }
 
 #[test]
@@ -140,11 +154,7 @@ fn a_spool_keeps_what_kuzzle_could_not_take_and_delivers_it_after_a_reopen() {
     let dir = temp_dir("spool-reopen");
     let config = json!({"spoolDir": dir.to_str().unwrap(), "lingerMs": 1});
     // The uplink down: nothing listens on that port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dead_port();
     let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
     let p = open(&down, config.clone()).unwrap();
     let docs: Vec<Value> = (0..300).map(|i| json!({"body": {"n": i}})).collect();
@@ -173,20 +183,13 @@ fn a_spool_keeps_what_kuzzle_could_not_take_and_delivers_it_after_a_reopen() {
     assert_eq!(p.flush(30_000), S::KUZZLE_OK);
     collect(&p, 1);
     assert!(p.close(5_000).is_empty());
-    h.query_ok(
-        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
-    );
-    assert_eq!(h.count(&index, "c"), 301);
+    assert_eq!(stored(&h, &index), 301);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_full_queue_rejects_or_drops_the_oldest_as_told() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dead_port();
     let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
     let p = open(
         &down,
@@ -434,10 +437,7 @@ fn reports_handed_out_just_before_a_crash_come_again_marked_redelivered() {
     let p = open_when_free(&h, config);
     assert!(p.poll(100, 300).is_empty());
     assert!(p.close(5_000).is_empty());
-    h.query_ok(
-        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
-    );
-    assert_eq!(h.count(&index, "c"), 20);
+    assert_eq!(stored(&h, &index), 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -480,10 +480,7 @@ fn the_uplink_down_for_a_while_then_back_delivers_the_backlog_once() {
     assert_eq!(reports.keys().copied().collect::<HashSet<u64>>(), seqs);
     assert!(reports.values().all(|r| r["ok"] == true), "{reports:?}");
     assert!(p.close(5_000).is_empty());
-    h.query_ok(
-        json!({"controller":"collection","action":"refresh","index":index,"collection":"c"}),
-    );
-    assert_eq!(h.count(&index, "c"), 500);
+    assert_eq!(stored(&h, &index), 500);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -523,11 +520,7 @@ fn flush_says_partial_for_its_own_documents_and_a_rejection_is_final() {
 
 #[test]
 fn a_full_queue_blocks_until_blocktimeoutms_then_says_so() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dead_port();
     let down = connect(&json!({"host":"127.0.0.1","port":port,"lazyConnect":true,"retries":0}));
     let p = open(
         &down,
