@@ -89,8 +89,9 @@ const PREAMBLE: &str = r#"/* libkuzzle: bulk-write JSON documents into Kuzzle (b
  * functions do no I/O.
  *
  * Threads: kuzzle_mwrite may start up to `concurrency - 1` threads of its
- * own for the duration of the call (joined before it returns; if the OS
- * refuses a thread, it runs with fewer); kuzzle_producer_open starts one,
+ * own for the duration of the call (with "auto": the nodes' limits plus one
+ * each, less one, 63 at most; joined before it returns; if the OS refuses a
+ * thread, it runs with fewer); kuzzle_producer_open starts one,
  * the producer's delivery thread, which ends with kuzzle_producer_close. No
  * other call starts any. One kuzzle_client is safe from many threads at
  * once, except for kuzzle_disconnect: it must not run while another call on

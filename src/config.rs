@@ -9,6 +9,12 @@ use std::time::Duration;
 /// Kuzzle's default `server.maxRequestSize` is "1MB" (1,048,576 bytes); stay
 /// below it with room for the request envelope.
 pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 1_000_000;
+
+/// "auto" concurrency's ceiling per node: each request in flight holds up to
+/// `maxRequestBytes` and an answer about as large (about 32 MB at 16 with
+/// the default 1 MB), and Kuzzle's own default `limits.concurrentRequests`
+/// is 100 for all its clients.
+pub(crate) const DEFAULT_CONCURRENCY_MAX: usize = 16;
 /// Smallest request size accepted: below that, envelopes would not fit.
 pub(crate) const MIN_MAX_REQUEST_BYTES: usize = 1024;
 
@@ -57,6 +63,9 @@ impl std::fmt::Debug for Credentials {
 pub struct Config {
     pub host: String,
     pub port: u16,
+    /// `hosts`: the nodes of a cluster, or entry points to one, as
+    /// (host, port); empty: `host` and `port` alone.
+    pub hosts: Vec<(String, u16)>,
     pub ssl: bool,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -66,8 +75,11 @@ pub struct Config {
     /// `None`: "auto" with a loopback host, which the client settles at
     /// connect by timing a round trip (`Client::connect`).
     pub compression: Option<Compression>,
-    /// `None`: not given, settled at connect like `compression`.
+    /// `None`: "auto", adaptive per node, starting from what is settled at
+    /// connect like `compression`.
     pub concurrency: Option<usize>,
+    /// The most requests in flight per node that "auto" may reach.
+    pub concurrency_max: usize,
     pub ca_file: Option<String>,
     pub tls_verify: bool,
     pub retries: u32,
@@ -83,6 +95,7 @@ impl Default for Config {
         Config {
             host: "localhost".into(),
             port: 7512,
+            hosts: Vec::new(),
             ssl: false,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
@@ -92,6 +105,7 @@ impl Default for Config {
             // "auto" with the default host (localhost).
             compression: None,
             concurrency: None,
+            concurrency_max: DEFAULT_CONCURRENCY_MAX,
             ca_file: None,
             tls_verify: true,
             retries: 5,
@@ -168,6 +182,7 @@ impl<'a> Keys<'a> {
 const CONFIG_KEYS: &[&str] = &[
     "host",
     "port",
+    "hosts",
     "ssl",
     "timeoutMs",
     "connectTimeoutMs",
@@ -179,6 +194,7 @@ const CONFIG_KEYS: &[&str] = &[
     "maxDocumentsPerRequest",
     "compression",
     "concurrency",
+    "concurrencyMax",
     "caFile",
     "tlsVerify",
     "retries",
@@ -207,6 +223,15 @@ impl Config {
         if let Some(port) = keys.uint("port", 1, 65535)? {
             c.port = port as u16;
         }
+        if let Some(hosts) = keys.map.get("hosts") {
+            if keys.map.contains_key("host") || keys.map.contains_key("port") {
+                return Err(Error::invalid(
+                    "configuration keys \"hosts\" and \"host\"/\"port\" exclude each other",
+                ));
+            }
+            c.hosts = parse_hosts(hosts)?;
+            (c.host, c.port) = c.hosts[0].clone();
+        }
         c.ssl = keys.bool("ssl")?.unwrap_or(c.ssl);
         c.timeout = keys.millis("timeoutMs", 1)?.unwrap_or(c.timeout);
         c.connect_timeout = keys
@@ -224,13 +249,24 @@ impl Config {
             // JSON 5-10x. A loopback address may be Kuzzle itself (bytes
             // cost nothing, gzip costs CPU on both sides) or a tunnel or
             // proxy to a distant one: the client tells them apart.
-            None | Some("auto") if is_loopback(&c.host) => None,
+            None | Some("auto") if c.loopback() => None,
             None | Some("auto") | Some("gzip") => Some(Compression::Gzip),
             Some("none") => Some(Compression::None),
             Some(_) => return Err(keys.ill_typed("compression", "\"auto\", \"gzip\" or \"none\"")),
         };
-        if let Some(n) = keys.uint("concurrency", 1, 64)? {
-            c.concurrency = Some(n as usize);
+        match keys.map.get("concurrency") {
+            Some(Value::String(auto)) if auto == "auto" => {}
+            Some(Value::String(_)) => {
+                return Err(keys.ill_typed("concurrency", "\"auto\" or an integer in 1..=64"))
+            }
+            _ => {
+                if let Some(n) = keys.uint("concurrency", 1, 64)? {
+                    c.concurrency = Some(n as usize);
+                }
+            }
+        }
+        if let Some(n) = keys.uint("concurrencyMax", 1, 64)? {
+            c.concurrency_max = n as usize;
         }
         c.ca_file = keys.string("caFile")?;
         c.tls_verify = keys.bool("tlsVerify")?.unwrap_or(true);
@@ -246,9 +282,34 @@ impl Config {
         Ok(c)
     }
 
-    /// `host` is `localhost` or a loopback address.
+    /// Every node is `localhost` or a loopback address.
     pub fn loopback(&self) -> bool {
-        is_loopback(&self.host)
+        self.nodes().iter().all(|(host, _)| is_loopback(host))
+    }
+
+    /// The nodes: `hosts`, or `host` and `port`.
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        match self.hosts.is_empty() {
+            true => vec![(self.host.clone(), self.port)],
+            false => self.hosts.clone(),
+        }
+    }
+
+    /// `http(s)://host:port` of each node, in order.
+    pub fn base_urls(&self) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .map(|(host, port)| {
+                Config {
+                    host,
+                    port,
+                    hosts: Vec::new(),
+                    credentials: Credentials::Anonymous,
+                    ..self.clone()
+                }
+                .base_url()
+            })
+            .collect()
     }
 
     /// The URL of `host` and `port` is one ureq can request: a bare host
@@ -278,6 +339,59 @@ impl Config {
             format!("{scheme}://{}:{}", self.host, self.port)
         }
     }
+}
+
+/// At most this many nodes in `hosts`.
+const MAX_HOSTS: usize = 64;
+
+/// `hosts`: a non-empty array of `"host:port"` strings, IPv6 in brackets.
+fn parse_hosts(json: &Value) -> Result<Vec<(String, u16)>> {
+    let invalid = |what: String| {
+        Error::invalid(format!(
+            "configuration key \"hosts\" must be an array of 1 to {MAX_HOSTS} \"host:port\" \
+             strings (IPv6 in brackets): {what}"
+        ))
+    };
+    let list = match json {
+        Value::Array(list) if !list.is_empty() && list.len() <= MAX_HOSTS => list,
+        Value::Array(list) => return Err(invalid(format!("{} given", list.len()))),
+        _ => return Err(invalid("not an array".into())),
+    };
+    let mut hosts = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::String(text) = item else {
+            return Err(invalid(format!("{item} is not a string")));
+        };
+        let shown: String = text.chars().take(100).collect();
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) =>
+            {
+                (host, port)
+            }
+            _ => return Err(invalid(format!("\"{shown}\" has no port"))),
+        };
+        let port = match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(invalid(format!("\"{shown}\" has no valid port"))),
+        };
+        let node = Config {
+            host: host.to_string(),
+            port,
+            ..Config::default()
+        };
+        if !node.uri_parses() {
+            return Err(invalid(format!("\"{shown}\" has no valid host")));
+        }
+        if hosts
+            .iter()
+            .any(|(h, p): &(String, u16)| h == host && *p == port)
+        {
+            return Err(invalid(format!("\"{shown}\" is given twice")));
+        }
+        hosts.push((host.to_string(), port));
+    }
+    Ok(hosts)
 }
 
 /// `localhost` or an address of this machine: 127/8 and `::1`, and the

@@ -4,7 +4,10 @@
 //!
 //! - `ffi`: the `extern "C"` functions, pointer checks, panic boundary.
 //! - `config`: `kuzzle_connect`'s configuration and mWrite's options.
-//! - `client`: a connected client: authentication and `kuzzle_query`.
+//! - `client/`: a connected client: authentication, `kuzzle_query`, the
+//!   request loop over the nodes (failover), stats.
+//! - `nodes/`: the nodes of `hosts`: alive or dead, load, adaptive
+//!   concurrency.
 //! - `net`: the engines' one seam to the network.
 //! - `transport`: HTTP to Kuzzle (ureq), gzip, answer decoding.
 //! - `json`: the one-pass validating JSON scanner of the hot paths.
@@ -23,6 +26,7 @@ pub mod ffi;
 mod json;
 mod mwrite;
 mod net;
+mod nodes;
 mod producer;
 mod retry;
 mod secrets;

@@ -4,7 +4,7 @@
 //! scripted replies, so that every path of splitting, retrying and
 //! accounting runs without a server.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::transport::Reply;
 
 pub(crate) trait Network: Sync {
@@ -19,4 +19,13 @@ pub(crate) trait Network: Sync {
     /// run (refused, or not written whole), true when it may have been
     /// applied.
     fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply>;
+
+    /// After `e`, a retry may go at once, without the backoff's pause: the
+    /// node that failed is known dead and another one is alive.
+    fn retry_now(&self, _e: &Error) -> bool {
+        false
+    }
+
+    /// A request is about to be sent again (counted in the client's stats).
+    fn retried(&self) {}
 }

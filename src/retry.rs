@@ -51,6 +51,18 @@ impl<'a> Backoff<'a> {
         Some(wait)
     }
 
+    /// Counts an attempt without its pause (another node takes it); false
+    /// when retries are spent.
+    pub fn skip(&mut self) -> bool {
+        if self.attempt >= self.config.retries
+            || self.started.elapsed() > self.config.retry_deadline
+        {
+            return false;
+        }
+        self.attempt += 1;
+        true
+    }
+
     /// Waits for the next attempt; false when retries are spent.
     pub fn wait(&mut self) -> bool {
         match self.next_pause() {

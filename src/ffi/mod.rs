@@ -127,7 +127,8 @@ unsafe fn client_call(
 }
 
 /// Connects to Kuzzle: reads the configuration, logs in when credentials
-/// are given, and checks that Kuzzle answers (one request, not retried).
+/// are given, and checks that Kuzzle answers (one request, not retried;
+/// with `hosts`, sent again to another node when one is out of reach).
 ///
 /// `config_json`: a JSON object; `"{}"` means every default, and a key set
 /// to `null` counts as absent. An unknown key, a wrong type or a value out
@@ -136,6 +137,21 @@ unsafe fn client_call(
 /// - `host` string, default "localhost": a host name or an IP address (no
 ///   scheme, port or path).
 /// - `port` integer 1..65535, default 7512.
+/// - `hosts` array of 1..64 `"host:port"` strings (IPv6 in brackets:
+///   `"[::1]:7512"`), instead of `host` and `port` (giving both is
+///   invalid): the nodes of a Kuzzle cluster, or entry points to one.
+///   Requests spread over the nodes alive, the least loaded first. A node
+///   that refuses or resets a connection, times out, answers Kuzzle's
+///   "shutting down" 503, or whose proxy answers 502, 503 or 504, is
+///   avoided: a request it certainly did not run goes to another node at
+///   once (any request), one it may have run is retried at once elsewhere
+///   as `retries` allow (documents with an `_id` only, as after any unknown
+///   outcome). The node is tried again after 1 s, doubling with each
+///   failure in a row up to 30 s (jittered), once a `/_healthcheck` probe
+///   (2 s at most, sent by the request that finds the wait over) answers.
+///   With every node avoided, requests go to the one due first, paced by
+///   the retry backoff. Every node must accept the same credentials (a
+///   cluster shares its users and tokens).
 /// - `ssl` boolean, default false: HTTPS.
 /// - `tlsVerify` boolean, default true: verify the server's certificate.
 /// - `caFile` string, default none: a PEM file of the CA certificates to
@@ -157,8 +173,18 @@ unsafe fn client_call(
 /// - `compression` "auto", "gzip" or "none", default "auto": "gzip"
 ///   compresses requests and asks for compressed answers; "auto" is "gzip"
 ///   unless Kuzzle is on this machine (below), then "none".
-/// - `concurrency` integer 1..64, absent: auto: requests in flight for one
-///   `kuzzle_mwrite`; auto is 8, or 4 when Kuzzle is on this machine.
+/// - `concurrency` integer 1..64, or "auto" (the default): requests in
+///   flight. A number is fixed: the requests in flight for one
+///   `kuzzle_mwrite`, spread over the nodes. "auto" adapts per node and
+///   across every call of the client: each node starts at 8 (4 when Kuzzle
+///   is on this machine) and takes one more request in flight per round
+///   trip while its round trips do not grow, a tenth fewer when it pushes
+///   back (429, Kuzzle's "overloaded" 503) or its round trips rise above
+///   their usual spread; a request waits for a node under its limit.
+///   `kuzzle_client_stats` shows each node's limit.
+/// - `concurrencyMax` integer 1..64, default 16: the most requests in
+///   flight per node that "auto" reaches (each holds up to
+///   `maxRequestBytes` and its answer in memory).
 /// - `retries` integer 0..100, default 5: retries of a request that failed
 ///   in a way worth retrying.
 /// - `retryBackoffMs` integer 0..86400000, default 200: the pause before the
@@ -265,7 +291,8 @@ pub unsafe extern "C" fn kuzzle_connect(
 /// Returns `KUZZLE_OK` when `errors` is empty, `KUZZLE_PARTIAL` when only
 /// single documents were rejected, else the class of the first failure.
 /// Thread-safe on a shared handle; may start up to `concurrency - 1`
-/// threads for the call.
+/// threads for the call (with "auto", the nodes' limits plus one each,
+/// less one, 63 at most).
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated and valid for the call;
@@ -331,7 +358,9 @@ pub unsafe extern "C" fn kuzzle_query(
 /// included (`compression` and `concurrency` left to "auto"), as a JSON
 /// object with the configuration's key names: `host`, `port`, `ssl`,
 /// `auth` (`"anonymous"`, `"local"` or `"token"`), `username` (or null),
-/// `compression` (`"none"` or `"gzip"`), `concurrency`, `maxRequestBytes`,
+/// `compression` (`"none"` or `"gzip"`), `concurrency` (the number
+/// settled; per node's limits: `kuzzle_client_stats`), `concurrencyMax`,
+/// `hosts` (every node as `"host:port"`), `maxRequestBytes`,
 /// `maxDocumentsPerRequest`, `timeoutMs`, `connectTimeoutMs`, `caFile`,
 /// `tlsVerify`, `retries`, `retryBackoffMs`, `retryDeadlineMs`,
 /// `generateIds`, `lazyConnect`, and `connected` (false until a
@@ -355,6 +384,50 @@ pub unsafe extern "C" fn kuzzle_client_info(
     unsafe {
         client_call(client, out_info_json, |client| {
             Ok((Status::KUZZLE_OK, client.info()))
+        })
+    }
+}
+
+/// What the client did since it connected, as a JSON object, cumulative:
+///
+/// ```json
+/// {"nodes": [{"address": "host:port", "alive": true, "requests": 12,
+///             "failures": 0, "inFlight": 2, "concurrencyLimit": 6,
+///             "rttMs": 14.2}],
+///  "documents": {"written": 24000, "failed": 0, "inDoubt": 0},
+///  "bytes": {"sent": 1843200, "received": 2211840},
+///  "retries": 0}
+/// ```
+///
+/// One entry per node of `hosts` (or the one `host`), in the configuration's
+/// order: `alive` false while the node is avoided after a failure;
+/// `requests` sent to it, `failures` among them (no answer, or pushed back:
+/// 429, Kuzzle's "overloaded" 503); `inFlight` now; `concurrencyLimit`, the
+/// requests it may have in flight (adaptive with `"concurrency": "auto"`,
+/// else the configured number); `rttMs`, the moving average of its
+/// successful requests' round trips (null before the first). `documents`:
+/// every mWrite's documents (the producers' too) by outcome, `inDoubt`
+/// counted among `failed`. `bytes`: through the client's TCP connections
+/// each way, HTTP heads and bodies, TLS records over HTTPS. `retries`:
+/// requests sent again (after a backoff, or at once to another node).
+///
+/// Counters only: no I/O, no wait, cheap enough to call every second.
+/// `*out_stats_json` always receives a string to release with
+/// `kuzzle_free_result` (the error JSON when `client` is NULL). A NULL
+/// `out_stats_json` is `KUZZLE_ERR_INVALID_ARGUMENT`. Thread-safe on a
+/// shared handle.
+///
+/// # Safety
+/// `out_stats_json` is NULL or writable; `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn kuzzle_client_stats(
+    client: *mut kuzzle_client,
+    out_stats_json: *mut *mut c_char,
+) -> kuzzle_status {
+    // SAFETY: NULL or live handle, NULL or writable out, per the contract.
+    unsafe {
+        client_call(client, out_stats_json, |client| {
+            Ok((Status::KUZZLE_OK, client.stats()))
         })
     }
 }

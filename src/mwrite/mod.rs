@@ -58,6 +58,10 @@ pub(crate) struct Engine<'a> {
 pub(crate) struct Outcome {
     pub status: Status,
     pub json: String,
+    /// Documents written, failed, and of those failed, in doubt.
+    pub written: usize,
+    pub failed: usize,
+    pub in_doubt: usize,
 }
 
 /// `kuzzle_mwrite`.
@@ -176,9 +180,10 @@ fn finish(all: Fragment, secrets: &[String]) -> Outcome {
     let Fragment {
         successes: mut json,
         mut errors,
+        n_success,
         n_error,
+        n_in_doubt,
         mut failure,
-        ..
     } = all;
     if secrets::in_json(&errors, secrets) {
         let mut list = format!("[{errors}]");
@@ -201,7 +206,13 @@ fn finish(all: Fragment, secrets: &[String]) -> Outcome {
         None => Status::KUZZLE_OK,
     };
     json.push('}');
-    Outcome { status, json }
+    Outcome {
+        status,
+        json,
+        written: n_success,
+        failed: n_error,
+        in_doubt: n_in_doubt,
+    }
 }
 
 /// A bug broke the merge (a worker panicked, or a request's results never

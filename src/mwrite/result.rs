@@ -14,6 +14,8 @@ pub(super) struct Fragment {
     pub(super) errors: String,
     pub(super) n_success: usize,
     pub(super) n_error: usize,
+    /// Of `n_error`, those in doubt.
+    pub(super) n_in_doubt: usize,
     /// The first whole-request failure, if any.
     pub(super) failure: Option<Error>,
 }
@@ -24,6 +26,7 @@ pub(super) struct Mark {
     n_success: usize,
     errors: usize,
     n_error: usize,
+    n_in_doubt: usize,
 }
 
 impl Fragment {
@@ -37,6 +40,7 @@ impl Fragment {
     /// One error item; `reason` is a JSON string literal already.
     fn error_raw(&mut self, document: &str, status: u16, reason: &str, in_doubt: bool) {
         Self::open(&mut self.errors, &mut self.n_error);
+        self.n_in_doubt += in_doubt as usize;
         let e = &mut self.errors;
         e.push_str("{\"document\":");
         e.push_str(document);
@@ -94,6 +98,7 @@ impl Fragment {
             n_success: self.n_success,
             errors: self.errors.len(),
             n_error: self.n_error,
+            n_in_doubt: self.n_in_doubt,
         }
     }
 
@@ -102,6 +107,7 @@ impl Fragment {
         self.n_success = mark.n_success;
         self.errors.truncate(mark.errors);
         self.n_error = mark.n_error;
+        self.n_in_doubt = mark.n_in_doubt;
     }
 
     /// One of Kuzzle's per-document errors: Kuzzle's own verdict, not in
@@ -166,6 +172,7 @@ impl Fragment {
             theirs.clear();
             *m = 0;
         }
+        self.n_in_doubt += std::mem::take(&mut other.n_in_doubt);
         let failure = other.failure.take();
         if self.failure.is_none() {
             self.failure = failure;

@@ -193,7 +193,7 @@ pub(super) fn run(
         id_counter: &counter,
         secrets: &secrets,
     };
-    let Outcome { status, json } = mwrite(&engine, "idx", "col", documents, options).unwrap();
+    let Outcome { status, json, .. } = mwrite(&engine, "idx", "col", documents, options).unwrap();
     let result: Value = serde_json::from_str(&json).expect("the result is JSON");
     accounted(documents, &result);
     (status, result)

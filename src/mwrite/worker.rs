@@ -143,7 +143,7 @@ impl Job<'_> {
     }
 
     /// After a failed attempt: whether to try `docs` again (after the
-    /// backoff); else every document of `docs` is reported. Documents that
+    /// backoff, or at once when another node takes it); else every document of `docs` is reported. Documents that
     /// may have been written and have no `_id` are never sent again: they
     /// could be stored twice.
     fn retry_after(
@@ -167,16 +167,18 @@ impl Job<'_> {
                 return false;
             }
         }
-        if !backoff.wait() {
-            // No answer, or a proxy's: Kuzzle is out of reach.
-            let unreachable = error.http == 0 || class == Class::InDoubt;
-            if unreachable && self.started.elapsed() >= self.engine.config.retry_deadline {
-                let _ = self.down.set(error.clone());
-            }
-            sink.out().fail(docs, error);
-            return false;
+        let now = self.engine.net.retry_now(&error);
+        if (now && backoff.skip()) || (!now && backoff.wait()) {
+            self.engine.net.retried();
+            return true;
         }
-        true
+        // No answer, or a proxy's: Kuzzle is out of reach.
+        let unreachable = error.http == 0 || class == Class::InDoubt;
+        if unreachable && self.started.elapsed() >= self.engine.config.retry_deadline {
+            let _ = self.down.set(error.clone());
+        }
+        sink.out().fail(docs, error);
+        false
     }
 
     /// Records Kuzzle's answer about `docs`, or says what to do instead

@@ -1,4 +1,4 @@
-//! The host name's addresses, looked up once a minute at most.
+//! The host names' addresses, looked up once a minute at most.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,21 +21,26 @@ pub(super) struct CachingResolver {
     pub(super) cache: Arc<DnsCache>,
 }
 
-/// The last name looked up: `host:port`, when, its addresses, and how many
-/// times they were handed out.
+/// The names looked up (one per node of `hosts`): `host:port`, when, its
+/// addresses, and how many times they were handed out.
 #[derive(Debug, Default)]
-pub struct DnsCache(Mutex<Option<DnsEntry>>);
+pub struct DnsCache(Mutex<Vec<DnsEntry>>);
 
 type DnsEntry = (String, Instant, ResolvedSocketAddrs, usize);
 
+/// Entries kept at most: one per node (`hosts` has 64 at most).
+const MAX_ENTRIES: usize = 64;
+
 impl DnsCache {
-    /// The entry; a thread that panicked holding it left it whole.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DnsEntry>> {
+    /// The entries; a thread that panicked holding them left them whole.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DnsEntry>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every name is looked up again (failures are rare: a lookup each is
+    /// cheap, and telling which node failed is not worth the bookkeeping).
     pub(super) fn forget(&self) {
-        *self.lock() = None;
+        self.lock().clear();
     }
 }
 
@@ -66,8 +71,8 @@ impl Resolver for CachingResolver {
         }
         let key = format!("{host}:{port}");
         let mut cache = self.cache.lock();
-        if let Some((k, at, addrs, used)) = cache.as_mut() {
-            if *k == key && at.elapsed() < DNS_CACHE_TTL {
+        if let Some((_, at, addrs, used)) = cache.iter_mut().find(|e| e.0 == key) {
+            if at.elapsed() < DNS_CACHE_TTL {
                 let mut addrs = addrs.clone();
                 let turn = *used % addrs.len().max(1);
                 *used += 1;
@@ -79,7 +84,11 @@ impl Resolver for CachingResolver {
         drop(cache);
         let addrs = self.lookup.resolve(uri, config, timeout)?;
         cache = self.cache.lock();
-        *cache = Some((key, Instant::now(), addrs.clone(), 1));
+        cache.retain(|e| e.0 != key);
+        if cache.len() >= MAX_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((key, Instant::now(), addrs.clone(), 1));
         Ok(addrs)
     }
 }

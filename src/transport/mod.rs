@@ -17,6 +17,7 @@ use dns::DnsCache;
 pub use gzip::GzipPool;
 pub use reply::{Answer, Reply};
 pub use std::sync::atomic::{AtomicBool, Ordering};
+pub use wire::Bytes;
 
 use crate::config::Config;
 use crate::error::{Error, Result, Status};
@@ -68,8 +69,8 @@ pub struct Transport {
     /// `Client::connect` once "auto" is settled.
     pub accept_gzip: AtomicBool,
     dns: std::sync::Arc<DnsCache>,
-    query_url: String,
-    base_url: String,
+    /// Through every connection, each way.
+    pub bytes: std::sync::Arc<Bytes>,
     /// `PER_DOCUMENT_BYTES` x `maxDocumentsPerRequest` + `ANSWER_MARGIN`.
     echo_margin: u64,
 }
@@ -99,32 +100,34 @@ impl Transport {
             .build();
         let resolver = dns::CachingResolver::default();
         let dns = resolver.cache.clone();
-        let agent = ureq::Agent::with_parts(agent_config, wire::connector(), resolver);
-        let base_url = config.base_url();
+        let bytes = std::sync::Arc::new(Bytes::default());
+        let agent = ureq::Agent::with_parts(agent_config, wire::connector(bytes.clone()), resolver);
         Ok(Transport {
             agent,
             gzip: GzipPool::default(),
             accept_gzip: AtomicBool::new(false),
             dns,
-            query_url: format!("{base_url}/_query"),
-            base_url,
+            bytes,
             echo_margin: PER_DOCUMENT_BYTES * config.max_documents_per_request as u64
                 + ANSWER_MARGIN,
         })
     }
 
     /// Posts one Kuzzle request (a JSON object, possibly gzip-encoded) to
-    /// `/_query` and reads its answer, of any size up to
-    /// `MAX_QUERY_ANSWER_BYTES`. `Err` only when no complete HTTP answer
-    /// came.
-    pub fn post_query(&self, body: &[u8], gzip: bool, token: Option<&str>) -> Result<Reply> {
-        self.post_bounded(body, gzip, token, Bound::Query)?
+    /// `url` and reads its answer, of any size up to
+    /// `MAX_QUERY_ANSWER_BYTES`.
+    #[cfg(test)]
+    pub fn post_query(&self, url: &str, body: &[u8]) -> Result<Reply> {
+        self.post_bounded(url, body, false, None, Bound::Query)?
             .read(Vec::new())
     }
 
-    /// Sends a request; its answer, to read later, is bounded by `bound`.
+    /// Sends a request to `url` (a node's `/_query`); its answer, to read
+    /// later, is bounded by `bound`. `Err` only when no complete HTTP
+    /// answer head came.
     pub fn post_bounded(
         &self,
+        url: &str,
         body: &[u8],
         gzip: bool,
         token: Option<&str>,
@@ -132,7 +135,7 @@ impl Transport {
     ) -> Result<Pending<'_>> {
         let mut req = self
             .agent
-            .post(&self.query_url)
+            .post(url)
             .header("content-type", "application/json");
         if gzip {
             req = req.header("content-encoding", "gzip");
@@ -157,10 +160,11 @@ impl Transport {
         self.pending(sent, limit, presize, accept_gzip)
     }
 
-    /// A GET on a path that needs no authentication (health probe), within
-    /// `timeout` if given, else the configured one.
-    pub fn get(&self, path: &str, timeout: Option<Duration>) -> Result<Reply> {
-        let mut req = self.agent.get(format!("{}{path}", self.base_url));
+    /// A GET on a path of a node (`base`: `http(s)://host:port`) that needs
+    /// no authentication (health probe), within `timeout` if given, else
+    /// the configured one.
+    pub fn get(&self, base: &str, path: &str, timeout: Option<Duration>) -> Result<Reply> {
+        let mut req = self.agent.get(format!("{base}{path}"));
         if timeout.is_some() {
             req = req.config().timeout_global(timeout).build();
         }
@@ -194,16 +198,12 @@ impl Transport {
         unread
             .check(asked_gzip)
             .inspect_err(|_| self.dns.forget())?;
-        Ok(Pending::Unread(unread))
+        Ok(Pending(unread))
     }
 }
 
-/// An answer whose status and headers came in: its body not read yet, or
-/// already read.
-pub enum Pending<'t> {
-    Unread(Unread<'t>),
-    Read(Reply),
-}
+/// An answer whose status and headers came in, its body not read yet.
+pub struct Pending<'t>(Unread<'t>);
 
 /// An answer's status and headers, and how large its body may be.
 pub struct Unread<'t> {
@@ -217,22 +217,14 @@ pub struct Unread<'t> {
 
 impl Pending<'_> {
     pub fn http(&self) -> u16 {
-        match self {
-            Pending::Unread(unread) => unread.response.status().as_u16(),
-            Pending::Read(reply) => reply.http,
-        }
+        self.0.http()
     }
 
     /// The answer, read into `buffer` (its contents overwritten, its
     /// capacity reused).
     pub fn read(self, buffer: Vec<u8>) -> Result<Reply> {
-        match self {
-            Pending::Unread(unread) => {
-                let dns = unread.dns;
-                unread.read(buffer).inspect_err(|_| dns.forget())
-            }
-            Pending::Read(reply) => Ok(reply),
-        }
+        let dns = self.0.dns;
+        self.0.read(buffer).inspect_err(|_| dns.forget())
     }
 }
 
@@ -471,25 +463,24 @@ mod tests {
     #[test]
     fn a_claimed_length_is_not_an_allocation() {
         // Within kuzzle_query's bound: waits for bytes that never come.
-        let t = Transport::new(&lying_server(
-            "HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\n{}",
-        ))
-        .unwrap();
-        let e = t.post_query(b"{}", false, None).map(|_| ()).unwrap_err();
+        let config = lying_server("HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\n{}");
+        let url = format!("{}/_query", config.base_url());
+        let t = Transport::new(&config).unwrap();
+        let e = t.post_query(&url, b"{}").map(|_| ()).unwrap_err();
         assert_eq!((e.status, e.in_doubt), (Status::KUZZLE_ERR_TIMEOUT, true));
         // Over an mWrite's: refused at once.
         let e = t
-            .post_bounded(b"{}", false, None, Bound::Echo { raw_len: 2 })
+            .post_bounded(&url, b"{}", false, None, Bound::Echo { raw_len: 2 })
             .map(|_| ())
             .unwrap_err();
         assert_eq!(e.id, "libkuzzle.answer_too_large");
         assert!(e.in_doubt);
         // Refused by its status: not in doubt whatever the body.
-        let t = Transport::new(&lying_server(
-            "HTTP/1.1 429 Too Many\r\nContent-Length: 1000000000000\r\n\r\n{}",
-        ))
-        .unwrap();
-        let e = t.post_query(b"{}", false, None).map(|_| ()).unwrap_err();
+        let config =
+            lying_server("HTTP/1.1 429 Too Many\r\nContent-Length: 1000000000000\r\n\r\n{}");
+        let url = format!("{}/_query", config.base_url());
+        let t = Transport::new(&config).unwrap();
+        let e = t.post_query(&url, b"{}").map(|_| ()).unwrap_err();
         assert_eq!(
             (e.id.as_str(), e.in_doubt),
             ("libkuzzle.answer_too_large", false)

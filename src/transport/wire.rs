@@ -14,6 +14,8 @@
 
 use crate::error::{Error, Status};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, RustlsConnector,
     TcpConnector, Transport,
@@ -92,13 +94,83 @@ pub(super) fn phase() -> Phase {
     PHASE.get()
 }
 
-/// ureq's default connectors, marked.
-pub(super) fn connector() -> impl Connector {
+/// Bytes through the client's TCP connections, each way: HTTP heads and
+/// bodies as they go on the wire, and TLS records over HTTPS.
+#[derive(Debug, Default)]
+pub struct Bytes {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// ureq's default connectors, marked, counting into `bytes`.
+pub(super) fn connector(bytes: Arc<Bytes>) -> impl Connector {
     ().chain(ConnectProxyConnector::default())
         .chain(TcpConnector::default())
+        .chain(Count(bytes))
         .chain(MarkHandshake)
         .chain(RustlsConnector::default())
         .chain(Record)
+}
+
+/// Right over TCP, below TLS: counts what goes each way.
+#[derive(Debug)]
+struct Count(Arc<Bytes>);
+
+impl<In: Transport> Connector<In> for Count {
+    type Out = Counted<In>;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Counted<In>>, ureq::Error> {
+        Ok(chained.map(|t| Counted(t, self.0.clone())))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Counted<T>(T, Arc<Bytes>);
+
+impl<T: Transport> Counted<T> {
+    /// Counts what one wait for input brought.
+    fn received(
+        &mut self,
+        wait: impl FnOnce(&mut T) -> Result<bool, ureq::Error>,
+    ) -> Result<bool, ureq::Error> {
+        let before = self.0.buffers().input().len();
+        let progress = wait(&mut self.0);
+        let after = self.0.buffers().input().len();
+        let got = after.saturating_sub(before) as u64;
+        self.1.received.fetch_add(got, Ordering::Relaxed);
+        progress
+    }
+}
+
+impl<T: Transport> Transport for Counted<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.1.sent.fetch_add(amount as u64, Ordering::Relaxed);
+        self.0.transmit_output(amount, timeout)
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.received(|t| t.maybe_await_input(timeout))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.received(|t| t.await_input(timeout))
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
 }
 
 /// After TCP: an https URI's handshake starts.

@@ -1,15 +1,23 @@
 //! A connected client: configuration, transport, authentication (login,
 //! transparent JWT renewal, logout) and the generic `query`.
+//!
+//! - `send`: one request through the nodes, failover, the network seam.
+//! - `stats`: `kuzzle_client_stats`.
+
+mod send;
+mod stats;
 
 use crate::config::{Compression, Config, Credentials, WriteOptions};
 use crate::error::{push_json_str, Error, Result, Status};
 use crate::mwrite::{self, Engine, Outcome};
-use crate::net::Network;
+use crate::nodes::Pool;
 use crate::retry::{self, Backoff, Class};
 use crate::secrets;
-use crate::transport::{Answer, Bound, Pending, Reply, Transport};
+use crate::transport::{Answer, Bound, Transport};
+use send::Auth;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use stats::Counters;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -27,6 +35,9 @@ struct Session {
 pub struct Client {
     pub config: Config,
     transport: Transport,
+    /// The nodes, alive or not, and their load.
+    pool: Pool,
+    counters: Counters,
     /// `config.compression` and `config.concurrency`, settled once
     /// connected.
     settled: OnceLock<Settled>,
@@ -65,8 +76,22 @@ impl Client {
     }
 
     fn connect_as_configured(config: Config) -> Result<Client> {
+        let addresses = config.nodes().into_iter().map(|(host, port)| {
+            match host.contains(':') && !host.starts_with('[') {
+                true => format!("[{host}]:{port}"),
+                false => format!("{host}:{port}"),
+            }
+        });
+        let pool = Pool::new(
+            addresses.zip(config.base_urls()).collect(),
+            config.concurrency.is_none(),
+            config.concurrency.unwrap_or(CONCURRENCY),
+            config.concurrency_max,
+        );
         let client = Client {
             transport: Transport::new(&config)?,
+            pool,
+            counters: Counters::default(),
             settled: OnceLock::new(),
             connecting: Mutex::new(()),
             session: Mutex::new(None),
@@ -97,7 +122,11 @@ impl Client {
         let unsettled = config.compression.is_none() || config.concurrency.is_none();
         let nearby = config.loopback()
             && unsettled
-            && nearby(&self.transport, PROBE_TIMEOUT.min(config.timeout));
+            && nearby(
+                &self.transport,
+                &self.pool.nodes[0].base_url,
+                PROBE_TIMEOUT.min(config.timeout),
+            );
         let settled = Settled {
             compression: config.compression.unwrap_or(match nearby {
                 true => Compression::None,
@@ -118,6 +147,9 @@ impl Client {
             Credentials::Token(token) => self.check_token(token)?,
             Credentials::Anonymous => self.check_alive()?,
         }
+        if config.concurrency.is_none() {
+            self.pool.restart(settled.concurrency);
+        }
         let _ = self.settled.set(settled);
         Ok(())
     }
@@ -133,7 +165,8 @@ impl Client {
     }
 
     fn check_alive(&self) -> Result<()> {
-        let reply = self.transport.get("/_healthcheck", None)?;
+        let req = br#"{"controller":"server","action":"healthCheck"}"#;
+        let reply = self.request(req.to_vec(), false, Bound::Query, Auth::Given(None))?;
         if reply.http == 200 {
             Ok(())
         } else {
@@ -155,7 +188,7 @@ impl Client {
             String::from(r#"{"controller":"auth","action":"checkToken","body":{"token":"#);
         push_json_str(&mut req, token);
         req.push_str("}}");
-        let reply = self.transport.post_query(req.as_bytes(), false, None)?;
+        let reply = self.request(req.into_bytes(), false, Bound::Query, Auth::Given(None))?;
         let valid = match reply.answer() {
             Answer::Result(raw) => {
                 #[derive(Deserialize)]
@@ -194,7 +227,7 @@ impl Client {
         push_json_str(&mut req, password);
         req.push_str("}}");
         let started = Instant::now();
-        let reply = self.transport.post_query(req.as_bytes(), false, None)?;
+        let reply = self.request(req.into_bytes(), false, Bound::Query, Auth::Given(None))?;
         let login: LoginResult = match reply.answer() {
             Answer::Result(raw) => {
                 serde_json::from_str(raw.map_or("null", |r| r.get())).map_err(|_| {
@@ -262,37 +295,6 @@ impl Client {
         self.login().is_ok()
     }
 
-    /// Sends one raw Kuzzle request, already encoded for the wire, with the
-    /// current token; logs in again once if the token was refused. The
-    /// answer is left to read, so that `wire`'s buffer can take it.
-    pub fn send(&self, wire: &[u8], gzip: bool, bound: Bound) -> Result<Pending<'_>> {
-        self.ready()?;
-        let token = self.token()?;
-        let sent = self
-            .transport
-            .post_bounded(wire, gzip, token.as_deref(), bound)?;
-        if sent.http() != 401 || token.is_none() {
-            return Ok(sent);
-        }
-        // Kuzzle refused the request: it did not run it, whatever happens
-        // to the rest of its answer.
-        let reply = sent.read(Vec::new()).map_err(|mut e| {
-            e.in_doubt = false;
-            e
-        })?;
-        if let Answer::Error { error, .. } = reply.answer() {
-            if (error.id == "security.token.expired" || error.id == "security.token.invalid")
-                && self.renew_after_rejection(token.as_deref())
-            {
-                let token = self.token()?;
-                return self
-                    .transport
-                    .post_bounded(wire, gzip, token.as_deref(), bound);
-            }
-        }
-        Ok(Pending::Read(reply))
-    }
-
     /// `kuzzle_query`: any Kuzzle API request as JSON; returns its `result`.
     pub fn query(&self, request: &str) -> Result<String> {
         #[derive(Deserialize)]
@@ -333,10 +335,7 @@ impl Client {
         // Retried only when Kuzzle certainly did not run the request: any
         // action may be sent, and not every action is idempotent.
         loop {
-            let failure = match self
-                .send(&wire, gzip, Bound::Query)
-                .and_then(|sent| sent.read(Vec::new()))
-            {
+            let failure = match self.request(wire.to_vec(), gzip, Bound::Query, Auth::Session) {
                 Ok(reply) => match reply.answer() {
                     Answer::Result(raw) => return Ok(raw.map_or("null", |r| r.get()).to_string()),
                     Answer::Error { error, .. } => error,
@@ -389,17 +388,23 @@ impl Client {
         // a failure to is that request's, retried and reported as such.
         let _ = self.ready();
         let settings = self.settings();
+        let concurrency = match self.config.concurrency {
+            Some(fixed) => fixed,
+            None => self.pool.workers(MAX_WORKERS),
+        };
         let engine = Engine {
             net: self,
             config,
             compression: settings.compression,
-            concurrency: settings.concurrency,
+            concurrency,
             gzip: &self.transport.gzip,
             id_prefix: &self.id_prefix,
             id_counter: &self.id_counter,
             secrets: &secrets,
         };
-        mwrite::mwrite(&engine, index, collection, documents, options)
+        let outcome = mwrite::mwrite(&engine, index, collection, documents, options)?;
+        self.counters.documents(&outcome);
+        Ok(outcome)
     }
 
     /// `n` client-side ids (the producer gives them at acceptance): the
@@ -444,7 +449,7 @@ impl Client {
         let jwt = self.lock_session().take().map(|s| s.jwt);
         if let Some(jwt) = jwt {
             let req = br#"{"controller":"auth","action":"logout"}"#;
-            let _ = self.transport.post_query(req, false, Some(&jwt));
+            let _ = self.request(req.to_vec(), false, Bound::Query, Auth::Given(Some(&jwt)));
         }
     }
 
@@ -474,6 +479,8 @@ impl Client {
                 Compression::Gzip => "gzip",
             })),
             "concurrency": self.settled.get().map(|s| s.concurrency).or(c.concurrency),
+            "concurrencyMax": c.concurrency_max,
+            "hosts": self.pool.nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>(),
             "lazyConnect": c.lazy_connect,
             "connected": self.settled.get().is_some(),
             "maxRequestBytes": c.max_request_bytes,
@@ -496,13 +503,6 @@ impl Client {
     }
 }
 
-impl Network for Client {
-    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply> {
-        let sent = self.send(&wire, gzip, Bound::Echo { raw_len })?;
-        sent.read(wire)
-    }
-}
-
 /// Requests in flight: enough to hide a distant Kuzzle's round trips (8
 /// through 50 ms of round trip: up to 1.2x 4 in BENCHMARKS.md), and to keep
 /// one on this machine busy, parsing a request while its storage indexes
@@ -510,6 +510,9 @@ impl Network for Client {
 /// request and its answer in memory).
 const CONCURRENCY: usize = 8;
 const NEARBY_CONCURRENCY: usize = 4;
+/// With "auto", one mWrite call starts at most this many threads, whatever
+/// the nodes' limits (64 x 16 at most) add up to.
+const MAX_WORKERS: usize = 64;
 
 /// A Kuzzle on this machine answers `server:now` in about a millisecond;
 /// through any real link it takes a connection's setup and a round trip at
@@ -526,12 +529,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 /// three slow answers make it distant (at most 0.75 s): taking a local
 /// Kuzzle for a distant one costs it gzip and more requests in flight on
 /// its own CPU; the other mistake only costs bytes on a short link.
-fn nearby(transport: &Transport, timeout: Duration) -> bool {
+fn nearby(transport: &Transport, base_url: &str, timeout: Duration) -> bool {
     for _ in 0..PROBES {
         let sent = Instant::now();
         // The cheapest action (no storage, no cache); any HTTP answer, a
         // 401 too, times the trip.
-        match transport.get("/_now", Some(timeout)) {
+        match transport.get(base_url, "/_now", Some(timeout)) {
             Ok(_) if sent.elapsed() < NEAR => return true,
             Ok(_) => {}
             Err(e) if e.status == Status::KUZZLE_ERR_TIMEOUT => {}
