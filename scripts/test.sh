@@ -2,8 +2,9 @@
 # Every test of the project, against real local Kuzzle stacks (started here
 # when needed; tests fail, never skip, when Kuzzle cannot be reached).
 #
-# The stacks this run starts (the default one, and the named ones tests
-# start: auth, faults, limits...) are stopped when it ends, failed or not;
+# The stacks this run starts (the default one, the named ones tests start:
+# auth, faults, limits..., and the two-node cluster of tests/cluster.rs) are
+# stopped when it ends, failed or not;
 # a stack that already ran before is left running. KUZZLE_KEEP_STACKS=1
 # keeps them all running (faster reruns, logs to look at).
 # Honours CARGO_TARGET_DIR.
@@ -33,11 +34,19 @@ for name in $(stack_names); do
   if stack_runs "$name"; then already_running+="$name "; fi
 done
 
+cluster_was_up=""
+[ -d .stack/cluster/c ] && cluster_was_up=1
+
 stop_started_stacks() {
   local status=$? name
   if [ "${KUZZLE_KEEP_STACKS:-0}" = 1 ]; then
     echo "== KUZZLE_KEEP_STACKS=1: stacks left running" >&2
     exit "$status"
+  fi
+  # tests/cluster.rs brings the local cluster up (scripts/kuzzle-cluster.sh).
+  if [ -z "$cluster_was_up" ] && [ -d .stack/cluster/c ]; then
+    echo "== stopping the local cluster (started by this run)" >&2
+    bash scripts/kuzzle-cluster.sh down || [ "$status" != 0 ] || status=1
   fi
   for name in $(stack_names); do
     case "$already_running" in *" $name "*) continue ;; esac

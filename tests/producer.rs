@@ -15,14 +15,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A port nothing listens on: Kuzzle out of reach.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Documents in `index`/c once refreshed.
 fn stored(h: &Handle, index: &str) -> u64 {
     h.query_ok(

@@ -144,6 +144,34 @@ impl Client {
         }
     }
 
+    /// `GET /_healthcheck` on a node, another one if it is out of reach.
+    pub(super) fn health_check(&self) -> Result<Reply> {
+        let mut tries = 0;
+        loop {
+            let lease = self.pool.acquire(|node| self.probe(node));
+            let reply = self
+                .transport
+                .get(&lease.node().base_url, "/_healthcheck", None);
+            match &reply {
+                Ok(r) if r.http < 300 => lease.end(Ended::Success),
+                Ok(_) => lease.end(Ended::Answered),
+                Err(e) => {
+                    let ended = unreachable(e);
+                    lease.end(ended);
+                    tries += 1;
+                    if ended == Ended::Unreachable
+                        && tries < self.pool.nodes.len()
+                        && self.pool.any_alive()
+                    {
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            return reply;
+        }
+    }
+
     /// Whether a dead node answers a health check again.
     fn probe(&self, node: &Node) -> bool {
         let timeout = PROBE_TIMEOUT.min(self.config.timeout);

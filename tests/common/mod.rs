@@ -327,6 +327,14 @@ impl Handle {
         serde_json::from_str(&take(out)).unwrap()
     }
 
+    /// kuzzle_client_stats, parsed.
+    pub fn stats(&self) -> Value {
+        let mut out = ptr::null_mut();
+        let status = unsafe { kuzzle_client_stats(self.0, &mut out) };
+        assert_eq!(status, S::KUZZLE_OK);
+        serde_json::from_str(&take(out)).unwrap()
+    }
+
     pub fn count(&self, index: &str, collection: &str) -> u64 {
         self.query_ok(json!({"controller":"collection","action":"refresh","index":index,"collection":collection}));
         let v = self.query_ok(json!({"controller":"document","action":"count","index":index,"collection":collection,"body":{}}));
@@ -482,6 +490,16 @@ fn copy(from: &mut TcpStream, to: &mut TcpStream, counted: &AtomicUsize) {
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A loopback port nothing listens on (bound, then released): connecting
+/// there is refused.
+pub fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Incompressible text of `n` bytes (gzip cannot shrink it).
