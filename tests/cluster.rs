@@ -174,7 +174,7 @@ fn every_node_down_ends_with_every_document_reported() {
     assert_eq!(stats["documents"]["failed"], 3_000, "{stats}");
     drop(c);
     // Both back for the next test.
-    cluster();
+    let _restarted = cluster();
 }
 
 #[test]
