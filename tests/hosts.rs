@@ -19,7 +19,7 @@ fn hosts(ports: &[u16]) -> Value {
 }
 
 /// The stats of node `address`.
-fn node<'a>(stats: &'a Value, port: u16) -> &'a Value {
+fn node(stats: &Value, port: u16) -> &Value {
     let address = format!("127.0.0.1:{port}");
     stats["nodes"]
         .as_array()
