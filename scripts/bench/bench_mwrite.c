@@ -1,7 +1,8 @@
 /*
  * bench_mwrite: one kuzzle_mwrite of N generated documents through the C ABI,
  * timed; prints one JSON line with docs/s, client CPU per document (user+sys
- * of this process around the call, and user alone) and peak RSS.
+ * of this process around the call, and user alone), peak RSS, and the
+ * client's kuzzle_client_stats after the call.
  *
  *   bench_mwrite PORT INDEX N SHAPE CONFIG_JSON [OPTIONS_JSON]
  *   SHAPE: small (~80-byte sensor readings, client ids "gw1-00001234") or
@@ -133,12 +134,16 @@ int main(int argc, char **argv) {
     return bad ? 2 : 0;
   }
 
-  /* The config JSON gets host and port added in front. */
+  /* The config JSON gets host and port added in front, unless it names
+   * its "hosts" (then PORT is not used). */
   char cfg[1024];
   const char *extra = argv[5];
   while (*extra == ' ' || *extra == '{') extra++;
-  snprintf(cfg, sizeof cfg, "{\"host\":\"127.0.0.1\",\"port\":%d%s%s", port,
-           *extra && *extra != '}' ? "," : "", *extra && *extra != '}' ? extra : "}");
+  if (strstr(extra, "\"hosts\""))
+    snprintf(cfg, sizeof cfg, "{%s", extra);
+  else
+    snprintf(cfg, sizeof cfg, "{\"host\":\"127.0.0.1\",\"port\":%d%s%s", port,
+             *extra && *extra != '}' ? "," : "", *extra && *extra != '}' ? extra : "}");
   kuzzle_client *client = NULL;
   char *err = NULL;
   if (kuzzle_connect(cfg, &client, &err) != KUZZLE_OK) {
@@ -157,14 +162,17 @@ int main(int argc, char **argv) {
   if (st != KUZZLE_OK)
     fprintf(stderr, "mwrite: %s: %.300s\n", kuzzle_status_str(st),
             errs ? errs : result);
-  printf("{\"docs\":%ld,\"written\":%ld,\"seconds\":%.4f,\"docs_per_s\":%.0f,"
+  char *stats = NULL;
+  kuzzle_client_stats(client, &stats);
+  printf("{\"stats\":%s,\"docs\":%ld,\"written\":%ld,\"seconds\":%.4f,\"docs_per_s\":%.0f,"
          "\"cpu_us_per_doc\":%.3f,\"user_us_per_doc\":%.3f,\"peak_rss_mb\":%.1f,\"rss_before_mb\":%.1f,"
          "\"input_mb\":%.1f,\"result_mb\":%.1f,\"status\":\"%s\",\"version\":\"%s\"}\n",
-         n, ok, t1 - t0, (double)ok / (t1 - t0), (c1 - c0) * 1e6 / (double)n,
+         stats, n, ok, t1 - t0, (double)ok / (t1 - t0), (c1 - c0) * 1e6 / (double)n,
          (u1 - u0) * 1e6 / (double)n,
          (double)peak_rss_kb() / 1024.0, (double)rss_before / 1024.0,
          (double)len / 1048576.0, (double)strlen(result) / 1048576.0, kuzzle_status_str(st),
          kuzzle_version());
+  kuzzle_free_result(stats);
   kuzzle_free_result(result);
   kuzzle_disconnect(client);
   free(docs);

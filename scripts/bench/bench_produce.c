@@ -15,8 +15,17 @@
  *     EXTRA: more producer settings, JSON members ("\"maxQueueBytes\":1000000").
  *   bench_produce mwrite PORT INDEX COLLECTION N
  *     the same N documents in one kuzzle_mwrite (the yardstick).
+ *   bench_produce fill DEAD_PORT INDEX COLLECTION N SPOOL_DIR
+ *     a spool backlog: N documents produced one by one into a producer on
+ *     SPOOL_DIR (default settings) whose client cannot reach Kuzzle, then
+ *     closed: they stay on disk for drain.
+ *   bench_produce drain PORT INDEX COLLECTION N SPOOL_DIR [POLL_MAX]
+ *     a new process opens a producer on that spool with Kuzzle reachable
+ *     and polls (POLL_MAX reports at a time, default 100000) until N final
+ *     reports: docs/s from the open to the last report, peak RSS (VmHWM,
+ *     and VmRSS sampled at each poll), then the stored count.
  *
- * deliver and mwrite delete and create INDEX and create COLLECTION first.
+ * deliver, mwrite and drain delete and create INDEX and create COLLECTION first.
  * Documents: {"_id":"gw1-00000000","body":{"sensor":"s-12","temp":21.5,
  * "ts":1733000000000}} with the id counting up (noids: without the _id).
  * The id's digits are counted up in place in one buffer, so the loop times
@@ -32,7 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define BODY "{\"sensor\":\"s-12\",\"temp\":21.5,\"ts\":1733000000000}"
@@ -328,17 +339,158 @@ static int mwrite(int argc, char **argv) {
   return st == KUZZLE_OK && ok == n ? 0 : 1;
 }
 
+/* A "Vm...:" line of /proc/self/status, in MB (-1 if unreadable). */
+static double vm_mb(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  size_t k = strlen(key);
+  double mb = -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, key, k) == 0 && line[k] == ':') {
+      mb = atof(line + k + 1) / 1024.0; /* in kB there */
+      break;
+    }
+  fclose(f);
+  return mb;
+}
+
+/* Bytes of the regular files in dir (the spool keeps no subdirectory). */
+static long long dir_bytes(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  long long total = 0;
+  char path[4096];
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) total += st.st_size;
+  }
+  closedir(d);
+  return total;
+}
+
+static int fill(int argc, char **argv) {
+  if (argc != 7) return -1;
+  int port = atoi(argv[2]);
+  const char *index = argv[3], *collection = argv[4], *dir = argv[6];
+  long n = atol(argv[5]);
+  char cfg[1024];
+  snprintf(cfg, sizeof cfg, "{\"host\":\"127.0.0.1\",\"port\":%d,\"lazyConnect\":true}", port);
+  kuzzle_client *client = connect_to(cfg);
+  snprintf(cfg, sizeof cfg, "{\"spoolDir\":\"%s\"}", dir);
+  kuzzle_producer *p = open_producer(client, cfg);
+  char doc[sizeof WITH_ID];
+  strcpy(doc, WITH_ID);
+  set_id(doc, 0);
+  double t0 = now();
+  for (long i = 0; i < n; i++, next_id(doc)) {
+    kuzzle_status st = kuzzle_produce(p, index, collection, doc, NULL);
+    if (st != KUZZLE_OK) {
+      fprintf(stderr, "produce %ld: %s: %s\n", i, kuzzle_status_str(st), kuzzle_produce_error());
+      return 1;
+    }
+  }
+  double t1 = now();
+  char *stats = NULL;
+  kuzzle_producer_stats(p, &stats);
+  long long pending = json_num(stats, "pending"), delivered = json_num(stats, "delivered");
+  kuzzle_free_result(stats);
+  /* Nothing to wait for (Kuzzle is out of reach): what is on disk stays. */
+  kuzzle_producer_close(p, 0, NULL);
+  kuzzle_disconnect(client);
+  printf("{\"case\":\"fill\",\"docs\":%ld,\"seconds\":%.4f,\"docs_per_s\":%.0f,\"pending\":%lld,"
+         "\"delivered\":%lld,\"spool_bytes\":%lld,\"peak_rss_mb\":%.1f}\n",
+         n, t1 - t0, (double)n / (t1 - t0), pending, delivered, dir_bytes(dir), peak_rss_mb());
+  return pending == n && delivered == 0 ? 0 : 1;
+}
+
+static int drain(int argc, char **argv) {
+  if (argc != 7 && argc != 8) return -1;
+  int port = atoi(argv[2]);
+  const char *index = argv[3], *collection = argv[4], *dir = argv[6];
+  long n = atol(argv[5]);
+  long poll_max = argc == 8 ? atol(argv[7]) : 100000;
+  char cfg[1024];
+  snprintf(cfg, sizeof cfg, "{\"host\":\"127.0.0.1\",\"port\":%d}", port);
+  kuzzle_client *client = connect_to(cfg);
+  fresh_collection(client, index, collection);
+  long long spool0 = dir_bytes(dir);
+  double rss0 = vm_mb("VmRSS"), c0 = cpu_seconds(), t0 = now();
+  snprintf(cfg, sizeof cfg, "{\"spoolDir\":\"%s\"}", dir);
+  kuzzle_producer *p = open_producer(client, cfg);
+  double opened = now() - t0, max_rss = vm_mb("VmRSS");
+  long ok = 0, failed = 0, polls = 0;
+  double deadline = t0 + 3600, first_report = 0;
+  while (ok + failed < n && now() < deadline) {
+    char *reports = NULL;
+    kuzzle_status st = kuzzle_producer_poll(p, (size_t)poll_max, 1000, &reports);
+    if (st != KUZZLE_OK) {
+      fprintf(stderr, "poll: %s: %s\n", kuzzle_status_str(st), reports ? reports : "?");
+      kuzzle_free_result(reports);
+      break;
+    }
+    long bad_now = count(reports, "\"ok\":false");
+    long ok_now = count(reports, "\"ok\":true");
+    if (bad_now && !failed) fprintf(stderr, "failures: %.300s\n", reports);
+    if (ok_now + bad_now && first_report == 0) first_report = now() - t0;
+    ok += ok_now;
+    failed += bad_now;
+    polls++;
+    /* Sampled while this poll's text is still held: the app's share too. */
+    double rss = vm_mb("VmRSS");
+    if (rss > max_rss) max_rss = rss;
+    kuzzle_free_result(reports);
+  }
+  double t1 = now(), c1 = cpu_seconds();
+  char *stats = NULL;
+  kuzzle_producer_stats(p, &stats);
+  long long retried = json_num(stats, "retriedBatches");
+  kuzzle_free_result(stats);
+  kuzzle_status cst = kuzzle_producer_close(p, 10000, NULL);
+  double hwm = vm_mb("VmHWM");
+  char req[512], *result = NULL;
+  snprintf(req, sizeof req,
+           "{\"controller\":\"collection\",\"action\":\"refresh\",\"index\":\"%s\",\"collection\":\"%s\"}",
+           index, collection);
+  query(client, req, 0);
+  snprintf(req, sizeof req,
+           "{\"controller\":\"document\",\"action\":\"count\",\"index\":\"%s\",\"collection\":\"%s\","
+           "\"body\":{}}",
+           index, collection);
+  long long stored = -1;
+  if (kuzzle_query(client, req, &result) == KUZZLE_OK) stored = json_num(result, "count");
+  else fprintf(stderr, "count: %s\n", result ? result : "?");
+  kuzzle_free_result(result);
+  double secs = t1 - t0;
+  printf("{\"case\":\"drain\",\"docs\":%ld,\"ok\":%ld,\"failed\":%ld,\"stored\":%lld,\"seconds\":%.4f,"
+         "\"docs_per_s\":%.0f,\"open_s\":%.3f,\"first_report_s\":%.3f,\"cpu_us_per_doc\":%.3f,"
+         "\"polls\":%ld,\"poll_max\":%ld,\"retried_batches\":%lld,\"spool_bytes\":%lld,"
+         "\"spool_bytes_after\":%lld,\"rss_before_mb\":%.1f,\"max_sampled_rss_mb\":%.1f,"
+         "\"peak_rss_mb\":%.1f}\n",
+         n, ok, failed, stored, secs, (double)ok / secs, opened, first_report,
+         (c1 - c0) * 1e6 / (double)n, polls, poll_max, retried, spool0, dir_bytes(dir), rss0, max_rss,
+         hwm);
+  kuzzle_disconnect(client);
+  return ok == n && failed == 0 && stored == n && cst == KUZZLE_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   int rc = -1;
   if (argc >= 2 && strcmp(argv[1], "enqueue") == 0) rc = enqueue(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "deliver") == 0) rc = deliver(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "mwrite") == 0) rc = mwrite(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "fill") == 0) rc = fill(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "drain") == 0) rc = drain(argc, argv);
   if (rc == -1) {
     fprintf(stderr,
             "usage: bench_produce enqueue DEAD_PORT N ids|noids\n"
             "       bench_produce deliver PORT INDEX COLLECTION N memory|interval|always THREADS "
             "SPOOL_DIR [EXTRA]\n"
-            "       bench_produce mwrite PORT INDEX COLLECTION N\n");
+            "       bench_produce mwrite PORT INDEX COLLECTION N\n"
+            "       bench_produce fill DEAD_PORT INDEX COLLECTION N SPOOL_DIR\n"
+            "       bench_produce drain PORT INDEX COLLECTION N SPOOL_DIR [POLL_MAX]\n");
     return 2;
   }
   return rc;
