@@ -114,7 +114,7 @@ alive() { # pid
   [[ -n $state && $state != Z && $state != X ]]
 }
 
-pid_of() { tr -dc '0-9' <"$RUN/$1.pid" 2>/dev/null; }
+pid_of() { tr -dc '0-9' 2>/dev/null <"$RUN/$1.pid"; }
 
 stop_process() { # name signal
   local pid i

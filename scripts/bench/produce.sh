@@ -18,6 +18,13 @@
 #   memory x1             100,000 produced one by one, memory mode
 #   interval x1           the same, spool synced every 1000 ms
 #   always x8             the same from 8 threads, spool synced at every call
+#   drain                 $N_DRAIN (1,000,000) documents spooled with Kuzzle
+#                         out of reach (fill, a process), then drained by a
+#                         new process with Kuzzle reachable (drain)
+#   mwrite1m              one kuzzle_mwrite of the same $N_DRAIN documents
+#                         (drain's yardstick)
+# CASES picks some of them, in that order (e.g. CASES="drain mwrite1m":
+# drain + its yardstick alone, ~1 minute a round on a quiet machine).
 # Every JSON line goes to $OUT (default build/pbench/results.jsonl).
 set -euo pipefail
 
@@ -31,6 +38,7 @@ port=7762
 dead_port=7761 # nothing may listen there: the enqueue cases' Kuzzle
 n_enqueue=${N_ENQUEUE:-1000000}
 n_deliver=${N_DELIVER:-100000}
+n_drain=${N_DRAIN:-1000000}
 export KUZZLE_STACK_NAME=pbench KUZZLE_PORT=$port KUZZLE_REDIS_PORT=6596 KUZZLE_STORAGE_PORT=9462
 
 mkdir -p "$work"
@@ -46,7 +54,15 @@ fi
 bash "$root/scripts/kuzzle-stack.sh" start >&2
 trap 'bash "$root/scripts/kuzzle-stack.sh" stop >&2 || true' EXIT
 
-cases=("enqueue ids" "enqueue noids" "mwrite" "memory x1" "interval x1" "always x8")
+cases=("enqueue ids" "enqueue noids" "mwrite" "memory x1" "interval x1" "always x8" drain mwrite1m)
+if [ -n "${CASES:-}" ]; then
+  picked=()
+  for c in "${cases[@]}"; do
+    case " $CASES " in *" $c "*) picked+=("$c") ;; esac
+  done
+  [ ${#picked[@]} -gt 0 ] || { echo "produce.sh: CASES='$CASES' names no case" >&2; exit 1; }
+  cases=("${picked[@]}")
+fi
 : >"$out"
 for ((r = 1; r <= reps; r++)); do
   for c in "${cases[@]}"; do
@@ -60,9 +76,19 @@ for ((r = 1; r <= reps; r++)); do
       "memory x1") cmd=("$bin" deliver $port pbench c "$n_deliver" memory 1 "$spool") ;;
       "interval x1") cmd=("$bin" deliver $port pbench c "$n_deliver" interval 1 "$spool") ;;
       "always x8") cmd=("$bin" deliver $port pbench c "$n_deliver" always 8 "$spool") ;;
+      drain)
+        # The backlog, written while Kuzzle is out of reach: a row of its own.
+        line=$("$bin" fill $dead_port pbench c "$n_drain" "$spool") ||
+          { echo "produce.sh: fill failed (round $r): $line" >&2; exit 1; }
+        echo "{\"round\":$r,\"load\":$load,\"name\":\"fill\",\"run\":$line}" >>"$out"
+        echo "round $r, fill: $line" | cut -c1-220 >&2
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        cmd=("$bin" drain $port pbench c "$n_drain" "$spool")
+        ;;
+      mwrite1m) cmd=("$bin" mwrite $port pbench c "$n_drain") ;;
     esac
     line=$("${cmd[@]}") || { echo "produce.sh: '$c' failed (round $r): $line" >&2; exit 1; }
-    echo "{\"round\":$r,\"load\":$load,\"run\":$line}" >>"$out"
+    echo "{\"round\":$r,\"load\":$load,\"name\":\"$c\",\"run\":$line}" >>"$out"
     echo "round $r, $c: $line" | cut -c1-220 >&2
     rm -rf "$spool"
   done
@@ -71,13 +97,14 @@ done
 dirty=$(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock | grep -q . && echo ", src/ modified" || true)
 echo "commit $(git -C "$root" rev-parse --short HEAD)$dirty; $(nproc) cores; spool on" \
   "$(df -T "$work" | awk 'NR == 2 {print $2}'); $n_enqueue enqueued, $n_deliver delivered per run;" \
+  "$n_drain drained;" \
   "medians of $reps rounds"
 python3 - "$out" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
-    by.setdefault(r["run"]["case"], []).append(r)
+    by.setdefault(r.get("name", r["run"]["case"]), []).append(r)
 med = statistics.median
 def rate(case): return med(x["run"]["docs_per_s"] for x in by[case])
 mw = {x["round"]: x["run"]["docs_per_s"] for x in by.get("mwrite", [])}
@@ -88,16 +115,34 @@ for case, xs in by.items():
     g = lambda k: med(x["run"][k] for x in xs) if k in xs[0]["run"] else None
     ns = g("ns_per_call")
     ratio = per = "–"
-    if mw and case not in ("mwrite",) and not case.startswith("enqueue"):
+    if mw and case in ("memory x1", "interval x1", "always x8"):
         ratio = "%.0f%%" % (100 * rate(case) / rate("mwrite"))
         rs = sorted(100 * x["run"]["docs_per_s"] / mw[x["round"]] for x in xs if x["round"] in mw)
         per = "%.0f–%.0f%%" % (rs[0], rs[-1])
     fs = g("fsyncs_per_s")
     bpd = g("bytes_per_doc")
-    print("| %s | %s | %s–%s | %s | %.2f | %.1f | %s | %s | %s | %s | %s |" % (
+    cpu = g("cpu_us_per_doc")
+    print("| %s | %s | %s–%s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
         case, format(round(med(v)), ","), format(round(min(v)), ","), format(round(max(v)), ","),
-        "%.0f" % ns if ns else "–", g("cpu_us_per_doc"), g("peak_rss_mb"), ratio, per,
+        "%.0f" % ns if ns else "–", "%.2f" % cpu if cpu is not None else "–", g("peak_rss_mb"), ratio, per,
         "%.0f" % fs if fs is not None and fs >= 0 else "–",
         "%.0f" % bpd if bpd is not None and bpd >= 0 else "–",
         "%.2f" % med(x["load"] for x in xs)))
+if "drain" in by:
+    d = by["drain"]
+    g = lambda k: med(x["run"][k] for x in d)
+    print()
+    print("drain: %s docs/s median (%s–%s), open %.2f s, peak RSS %.1f MB (VmHWM; %.1f–%.1f),"
+          " sampled VmRSS max %.1f MB, spool %.1f MB at start, ok %s, failed %s, stored %s" % (
+        format(round(g("docs_per_s")), ","), format(min(x["run"]["docs_per_s"] for x in d), ","),
+        format(max(x["run"]["docs_per_s"] for x in d), ","), g("open_s"), g("peak_rss_mb"),
+        min(x["run"]["peak_rss_mb"] for x in d), max(x["run"]["peak_rss_mb"] for x in d),
+        g("max_sampled_rss_mb"), g("spool_bytes") / 1048576,
+        "/".join(str(x["run"]["ok"]) for x in d), "/".join(str(x["run"]["failed"]) for x in d),
+        "/".join(str(x["run"]["stored"]) for x in d)))
+    if "mwrite1m" in by:
+        m1 = {x["round"]: x["run"]["docs_per_s"] for x in by["mwrite1m"]}
+        rs = sorted(100 * x["run"]["docs_per_s"] / m1[x["round"]] for x in d if x["round"] in m1)
+        print("mwrite1m: %s docs/s median; drain / mwrite1m: %.0f%% (of medians), %.0f–%.0f%% per round" % (
+            format(round(rate("mwrite1m")), ","), 100 * rate("drain") / rate("mwrite1m"), rs[0], rs[-1]))
 EOF
