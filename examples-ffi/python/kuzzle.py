@@ -185,6 +185,8 @@ def _load(path: str) -> ctypes.CDLL:
     lib.kuzzle_query.restype = c_int
     lib.kuzzle_client_info.argtypes = [_ClientPtr, _OutStr]
     lib.kuzzle_client_info.restype = c_int
+    lib.kuzzle_client_stats.argtypes = [_ClientPtr, _OutStr]
+    lib.kuzzle_client_stats.restype = c_int
     lib.kuzzle_free_result.argtypes = [c_void_p]
     lib.kuzzle_free_result.restype = None
     lib.kuzzle_disconnect.argtypes = [_ClientPtr]
@@ -556,6 +558,14 @@ class Client:
         (``compression``, ``concurrency``), under the configuration's key
         names; never a password, token or API key (``kuzzle_client_info``)."""
         return self._json_call(_lib.kuzzle_client_info)
+
+    def stats(self) -> dict:
+        """What the client did since it connected (``kuzzle_client_stats``):
+        ``{"nodes": [{"address", "alive", "requests", "failures",
+        "inFlight", "concurrencyLimit", "rttMs"}], "documents": {"written",
+        "failed", "inDoubt"}, "bytes": {"sent", "received"}, "retries"}``.
+        Counters only: cheap enough to log every second."""
+        return self._json_call(_lib.kuzzle_client_stats)
 
     def query(self, request: Mapping[str, Any]) -> Any:
         """Any Kuzzle API request, e.g. ``{"controller": "document",

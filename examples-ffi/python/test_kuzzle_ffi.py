@@ -258,6 +258,20 @@ def test_info_tells_the_settled_settings(kz):
     assert (info["compression"], info["concurrency"]) == ("none", 4)
 
 
+def test_stats_count_requests_documents_and_bytes(kz):
+    client = kz.connect(maxDocumentsPerRequest=100)
+    index = kz.fresh_index(client)
+    client.mwrite(index, "c", readings(1000))
+    stats = client.stats()
+    (node,) = stats["nodes"]
+    assert node["alive"] is True and node["inFlight"] == 0
+    assert node["requests"] >= 10 and node["failures"] == 0
+    assert node["concurrencyLimit"] >= 1 and node["rttMs"] > 0
+    assert stats["documents"] == {"written": 1000, "failed": 0, "inDoubt": 0}
+    assert stats["bytes"]["sent"] > 1000 * 40 and stats["bytes"]["received"] > 1000 * 40
+    assert stats["retries"] == 0
+
+
 # ---- connecting ----------------------------------------------------------------
 
 
