@@ -24,7 +24,7 @@
 #   mwrite1m              one kuzzle_mwrite of the same $N_DRAIN documents
 #                         (drain's yardstick)
 # CASES picks some of them, in that order (e.g. CASES="drain mwrite1m":
-# drain + its yardstick alone, ~1 minute a round on a quiet machine).
+# drain + its yardstick alone, 4-6 minutes a round on 2 cores).
 # Every JSON line goes to $OUT (default build/pbench/results.jsonl).
 set -euo pipefail
 
