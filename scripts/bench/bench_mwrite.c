@@ -150,6 +150,19 @@ int main(int argc, char **argv) {
     fprintf(stderr, "connect (%s): %s\n", cfg, err);
     return 2;
   }
+  /* BENCH_WARMUP=K: K untimed calls with the same documents first, on the
+   * same client (a long-running gateway's client, its adaptive limits
+   * already learnt). */
+  const char *warmup = getenv("BENCH_WARMUP");
+  for (long k = warmup ? atol(warmup) : 0; k > 0; k--) {
+    char *r = NULL;
+    kuzzle_status w = kuzzle_mwrite(client, index, "c", docs, argc == 7 ? argv[6] : NULL, &r);
+    kuzzle_free_result(r);
+    if (w != KUZZLE_OK) {
+      fprintf(stderr, "warm-up mwrite: %s\n", kuzzle_status_str(w));
+      return 1;
+    }
+  }
   long rss_before = peak_rss_kb();
   double c0 = cpu(), t0 = now(), u0 = cpu_user;
   char *result = NULL;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The cluster and adaptive-concurrency benchmark (issue 16), in one command:
 
-    python3 scripts/bench/cluster.py [--reps N]      (3 rounds by default)
+    python3 scripts/bench/cluster.py [--reps N] [--only REGEX]   (3 rounds by default)
 
 Builds the library and bench_mwrite (as run.py does), starts its own stack
 ("cbench": Kuzzle 7862, Redis 6696, storage 9562), the uplink proxy in front
@@ -14,6 +14,9 @@ process of its own, the index deleted and created again before each run:
   "concurrency" 1, 2, 4, 8, 16 and "auto" (adaptive);
 - arc/uplink/<c>: 20,000 small documents through the uplink proxy, same
   settings;
+- arc/uplink-warm/<c>: the same, timed after 3 untimed calls of the same
+  documents on the same client (a long-running gateway's client, whose
+  adaptive limits carry over from call to call);
 - cluster/1 node, cluster/2 nodes: 200,000 small documents to node 0 alone,
   then to both nodes ("auto");
 - cluster/2 nodes, kill: the same, node 1 SIGKILLed 1 s into the write (and
@@ -27,6 +30,7 @@ scripts/bench/results/cluster.jsonl. Stops what it started.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -79,9 +83,10 @@ def fresh(address, index):
     api(address, {"controller": "collection", "action": "create", "index": index, "collection": "c"})
 
 
-def run(binary, index, n, config, kill_after=None):
+def run(binary, index, n, config, kill_after=None, warmup=0):
     cmd = [binary, str(PORT), index, str(n), "small", json.dumps(config)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "BENCH_WARMUP": str(warmup)}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if kill_after is not None:
         time.sleep(kill_after)
         cluster("kill", "1")
@@ -95,6 +100,7 @@ def run(binary, index, n, config, kill_after=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="", help="only the cases whose name matches this regex")
     args = ap.parse_args()
     os.makedirs(BUILD, exist_ok=True)
     sh(["bash", "scripts/build.sh"])
@@ -111,7 +117,9 @@ def main():
         assert proxy.stdout.readline().strip() == "ready"
         cluster("up", "2")
         rows = {}
-        with open(OUT, "w") as out:
+        # A partial run (--only) keeps the full run's file.
+        path = OUT if not args.only else OUT.replace(".jsonl", "-only.jsonl")
+        with open(path, "w") as out:
             for r in range(args.reps):
                 cases = []
                 for c in SETTINGS:
@@ -122,12 +130,21 @@ def main():
                     conc = c if c == "auto" else int(c)
                     cases.append(("arc/uplink/%s" % c, "127.0.0.1:%d" % PORT, 20_000,
                                   {"hosts": ["127.0.0.1:%d" % PROXY_PORT], "concurrency": conc}, None))
+                for c in SETTINGS:
+                    conc = c if c == "auto" else int(c)
+                    cases.append(("arc/uplink-warm/%s" % c, "127.0.0.1:%d" % PORT, 20_000,
+                                  {"hosts": ["127.0.0.1:%d" % PROXY_PORT], "concurrency": conc}, None))
                 cases.append(("cluster/1 node", NODES[0], 200_000, {"hosts": NODES[:1]}, None))
                 cases.append(("cluster/2 nodes", NODES[0], 200_000, {"hosts": NODES}, None))
                 cases.append(("cluster/2 nodes, kill", NODES[0], 200_000, {"hosts": NODES}, 1.0))
                 for name, admin, n, config, kill in cases:
+                    if not re.search(args.only, name):
+                        continue
                     fresh(admin, "cbench")
-                    line = run(binary, "cbench", n, config, kill)
+                    # "-warm": the same client wrote the same documents 3
+                    # times first, untimed (its adaptive limits learnt).
+                    warm = 3 if "-warm/" in name else 0
+                    line = run(binary, "cbench", n, config, kill, warm)
                     if kill is not None:
                         cluster("start", "1")
                     line.update(case=name, round=r, load=os.getloadavg()[0])
@@ -145,12 +162,16 @@ def main():
             d = [x["docs_per_s"] for x in v]
             limits = [nd["concurrencyLimit"] for nd in v[-1]["stats"]["nodes"]]
             print("| %s | %.0f | %.0f-%.0f | %s |" % (k, med[k], min(d), max(d), limits))
-        for path in ("loopback", "uplink"):
+        for path in ("loopback", "uplink", "uplink-warm"):
+            if "arc/%s/auto" % path not in med:
+                continue
             fixed = {c: med["arc/%s/%s" % (path, c)] for c in SETTINGS if c != "auto"}
             best = max(fixed, key=fixed.get)
             print("%s: auto %.0f docs/s = %.2fx the best fixed (%s: %.0f)" % (
                 path, med["arc/%s/auto" % path], med["arc/%s/auto" % path] / fixed[best], best,
                 fixed[best]))
+        if "cluster/2 nodes, kill" not in secs:
+            return
         print("2 nodes / 1 node: %.2fx" % (med["cluster/2 nodes"] / med["cluster/1 node"]))
         print("a kill costs %.2f s (2 nodes with a kill: %.2f s, without: %.2f s)" % (
             secs["cluster/2 nodes, kill"] - secs["cluster/2 nodes"], secs["cluster/2 nodes, kill"],
