@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use kuzzle::kuzzle_status as S;
 use serde_json::{json, Value};
-use std::collections::HashSet;
 
 fn hosts(ports: &[u16]) -> Value {
     Value::from(
@@ -29,19 +28,6 @@ fn node(stats: &Value, port: u16) -> &Value {
         .unwrap_or_else(|| panic!("{address} not in {stats}"))
 }
 
-/// Every document of `docs` exactly once in `successes`, none in `errors`.
-fn all_written(result: &Value, docs: &Value) {
-    let ids: HashSet<&str> = result["successes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(arr_len(result, "errors"), 0, "{}", result["errors"][0]);
-    assert_eq!(ids.len(), docs.as_array().unwrap().len());
-    assert_eq!(arr_len(result, "successes"), ids.len(), "an id twice");
-}
-
 #[test]
 fn requests_spread_over_every_node() {
     let stack = default_stack();
@@ -49,13 +35,15 @@ fn requests_spread_over_every_node() {
     let h = connect(&json!({
         "hosts": hosts(&[proxy.port, stack.port]),
         "concurrency": 2,
+        // Not left to the probe's timing: the byte counts below are raw.
+        "compression": "none",
         "maxDocumentsPerRequest": 100,
     }));
     let index = fresh_index(&h, "spread");
     let docs = sensor_docs(4_000, Some("sp"));
     let (status, result) = h.mwrite(&index, "c", &docs, None);
     assert_eq!(status, S::KUZZLE_OK, "{}", result["error"]);
-    all_written(&result, &docs);
+    all_written(&result, docs.as_array().unwrap().len());
     assert_eq!(h.count(&index, "c"), 4_000);
     let stats = h.stats();
     let (a, b) = (node(&stats, proxy.port), node(&stats, stack.port));
@@ -97,7 +85,7 @@ fn a_dead_node_is_avoided_and_costs_no_document() {
     let docs = sensor_docs(5_000, None);
     let (status, result) = h.mwrite(&index, "c", &docs, None);
     assert_eq!(status, S::KUZZLE_OK, "{}", result["error"]);
-    all_written(&result, &docs);
+    all_written(&result, docs.as_array().unwrap().len());
     assert_eq!(h.count(&index, "c"), 5_000);
     let stats = h.stats();
     let d = node(&stats, dead);
@@ -140,7 +128,7 @@ fn an_entry_point_cut_mid_write_loses_and_doubles_nothing() {
         proxy.cut();
         let (status, result) = writer.join().unwrap();
         assert_eq!(status, S::KUZZLE_OK, "{}", result["error"]);
-        all_written(&result, &docs);
+        all_written(&result, docs.as_array().unwrap().len());
     });
     // Resent with the same ids: stored once each.
     assert_eq!(h.count(&index, "c"), 60_000);
