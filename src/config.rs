@@ -295,19 +295,14 @@ impl Config {
         }
     }
 
-    /// `http(s)://host:port` of each node, in order.
-    pub fn base_urls(&self) -> Vec<String> {
+    /// Each node's `host:port` and `http(s)://host:port`, in order.
+    pub fn node_urls(&self) -> Vec<(String, String)> {
         self.nodes()
-            .into_iter()
+            .iter()
             .map(|(host, port)| {
-                Config {
-                    host,
-                    port,
-                    hosts: Vec::new(),
-                    credentials: Credentials::Anonymous,
-                    ..self.clone()
-                }
-                .base_url()
+                let address = authority(host, *port);
+                let url = format!("{}://{address}", self.scheme());
+                (address, url)
             })
             .collect()
     }
@@ -332,12 +327,22 @@ impl Config {
 
     /// `http://host:port` or `https://host:port`.
     pub fn base_url(&self) -> String {
-        let scheme = if self.ssl { "https" } else { "http" };
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            format!("{scheme}://{}:{}", self.host, self.port)
+        format!("{}://{}", self.scheme(), authority(&self.host, self.port))
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.ssl {
+            true => "https",
+            false => "http",
         }
+    }
+}
+
+/// `host:port`, an IPv6 address in brackets.
+fn authority(host: &str, port: u16) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
     }
 }
 

@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use kuzzle::kuzzle_status as S;
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -73,19 +72,6 @@ fn node_stats(h: &Handle, i: usize) -> Value {
 
 fn requests(h: &Handle, i: usize) -> u64 {
     node_stats(h, i)["requests"].as_u64().unwrap()
-}
-
-/// Every document of `docs` exactly once in `successes`, none in `errors`.
-fn all_written(result: &Value, n: usize) {
-    assert_eq!(arr_len(result, "errors"), 0, "{}", result["errors"][0]);
-    let ids: HashSet<&str> = result["successes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), n);
-    assert_eq!(arr_len(result, "successes"), n, "an id twice");
 }
 
 #[test]

@@ -76,14 +76,8 @@ impl Client {
     }
 
     fn connect_as_configured(config: Config) -> Result<Client> {
-        let addresses = config.nodes().into_iter().map(|(host, port)| {
-            match host.contains(':') && !host.starts_with('[') {
-                true => format!("[{host}]:{port}"),
-                false => format!("{host}:{port}"),
-            }
-        });
         let pool = Pool::new(
-            addresses.zip(config.base_urls()).collect(),
+            config.node_urls(),
             config.concurrency.is_none(),
             config.concurrency.unwrap_or(CONCURRENCY),
             config.concurrency_max,

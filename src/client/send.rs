@@ -49,7 +49,6 @@ impl Client {
         }
         let mut wire = Some(wire);
         let mut renewed = false;
-        // Each resend follows a node found dead: at most one per node.
         let mut resends = 0;
         loop {
             let body = wire.as_deref().unwrap_or_default();
@@ -71,13 +70,7 @@ impl Client {
                 Err(e) => {
                     let ended = unreachable(&e);
                     lease.end(ended);
-                    if ended == Ended::Unreachable
-                        && !e.in_doubt
-                        && resends < self.pool.nodes.len()
-                        && self.pool.any_alive()
-                    {
-                        resends += 1;
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if ended == Ended::Unreachable && !e.in_doubt && self.elsewhere(&mut resends) {
                         continue;
                     }
                     return Err(e);
@@ -124,9 +117,7 @@ impl Client {
                 }
                 503 if LEAVING_IDS.contains(&id) => {
                     lease.end(Ended::Unreachable);
-                    if resends < self.pool.nodes.len() && self.pool.any_alive() {
-                        resends += 1;
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if self.elsewhere(&mut resends) {
                         continue;
                     }
                 }
@@ -146,7 +137,7 @@ impl Client {
 
     /// `GET /_healthcheck` on a node, another one if it is out of reach.
     pub(super) fn health_check(&self) -> Result<Reply> {
-        let mut tries = 0;
+        let mut resends = 0;
         loop {
             let lease = self.pool.acquire(|node| self.probe(node));
             let reply = self
@@ -158,18 +149,25 @@ impl Client {
                 Err(e) => {
                     let ended = unreachable(e);
                     lease.end(ended);
-                    tries += 1;
-                    if ended == Ended::Unreachable
-                        && tries < self.pool.nodes.len()
-                        && self.pool.any_alive()
-                    {
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if ended == Ended::Unreachable && self.elsewhere(&mut resends) {
                         continue;
                     }
                 }
             }
             return reply;
         }
+    }
+
+    /// After a node was found dead: whether to send the request again at
+    /// once, to another node (one is alive, and fewer resends than nodes
+    /// were made), counting it.
+    fn elsewhere(&self, resends: &mut usize) -> bool {
+        if *resends >= self.pool.nodes.len() || !self.pool.any_alive() {
+            return false;
+        }
+        *resends += 1;
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Whether a dead node answers a health check again.

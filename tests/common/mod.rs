@@ -492,6 +492,20 @@ fn copy(from: &mut TcpStream, to: &mut TcpStream, counted: &AtomicUsize) {
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
+/// An mWrite result holding `n` documents, each once, in `successes`, and
+/// none in `errors`.
+pub fn all_written(result: &Value, n: usize) {
+    assert_eq!(arr_len(result, "errors"), 0, "{}", result["errors"][0]);
+    let ids: std::collections::HashSet<&str> = result["successes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n);
+    assert_eq!(arr_len(result, "successes"), n, "an id twice");
+}
+
 /// A loopback port nothing listens on (bound, then released): connecting
 /// there is refused.
 pub fn dead_port() -> u16 {
