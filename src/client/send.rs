@@ -11,7 +11,7 @@ use crate::nodes::{Ended, Node};
 use crate::retry::{self, Class};
 use crate::transport::{Answer, Bound, Reply};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Who a request is sent as.
 #[derive(Clone, Copy)]
@@ -191,11 +191,22 @@ fn unreachable(e: &Error) -> Ended {
 
 impl Network for Client {
     fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply> {
-        self.request(wire, gzip, Bound::Echo { raw_len }, Auth::Session)
+        let started = Instant::now();
+        let reply = self.request(wire, gzip, Bound::Echo { raw_len }, Auth::Session)?;
+        // What the gzip level is chosen by (transport/gzip.rs).
+        if gzip && reply.http == 200 {
+            self.transport.gzip.exchanged(raw_len, started.elapsed());
+        }
+        Ok(reply)
     }
 
     /// A node failed the request, and another is alive: no reason to wait.
     fn retry_now(&self, e: &Error) -> bool {
+        // A kept-alive connection closed under the request: at once, on a
+        // new connection to the same node or another.
+        if e.id == crate::transport::STALE_ID {
+            return true;
+        }
         let node_failed = match e.http {
             0 => matches!(
                 e.status,

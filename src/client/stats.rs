@@ -28,7 +28,8 @@ impl Counters {
 }
 
 impl Client {
-    /// `{"nodes":[...],"documents":{...},"bytes":{...},"retries":n}`.
+    /// `{"nodes":[...],"documents":{...},"bytes":{...},"retries":n,
+    /// "connections":{...},"tlsHandshakes":{...},"gzipLevel":n}`.
     pub fn stats(&self) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut json = String::from("{\"nodes\":[");
@@ -54,16 +55,25 @@ impl Client {
         }
         let c = &self.counters;
         let bytes = &self.transport.bytes;
+        let conns = &self.transport.connections;
         let _ = write!(
             json,
             "],\"documents\":{{\"written\":{},\"failed\":{},\"inDoubt\":{}}},\
-             \"bytes\":{{\"sent\":{},\"received\":{}}},\"retries\":{}}}",
+             \"bytes\":{{\"sent\":{},\"received\":{}}},\"retries\":{},\
+             \"connections\":{{\"opened\":{},\"reused\":{},\"stale\":{}}},\
+             \"tlsHandshakes\":{{\"full\":{},\"resumed\":{}}},\"gzipLevel\":{}}}",
             load(&c.written),
             load(&c.failed),
             load(&c.in_doubt),
             load(&bytes.sent),
             load(&bytes.received),
             load(&c.retries),
+            load(&conns.opened),
+            load(&conns.reused),
+            load(&conns.stale),
+            load(&conns.tls_full),
+            load(&conns.tls_resumed),
+            self.transport.gzip.level(),
         );
         json
     }

@@ -1,47 +1,196 @@
-//! gzip for requests: compressors kept from one request to the next.
+//! gzip for requests: compressors kept from one request to the next, and
+//! the level chosen by what limits the client.
+//!
+//! The level: among `LEVELS`, the one with which a request costs the least
+//! time per byte of JSON, compressing it plus exchanging it. Where the CPU
+//! limits (a nearby Kuzzle), compressing harder only adds time; where the
+//! link limits (a slow uplink, its bandwidth shared by the requests in
+//! flight), each byte saved shortens the exchange. So every
+//! `PROBE_EVERY`th request is compressed at a neighbouring level (the one
+//! above and the one below in turn), and once `PROBES` of them are in, the
+//! client moves there when they cost at least `MARGIN` less per byte than
+//! the requests at the current level sent meanwhile. Both arms are
+//! measured in the same minutes, interleaved, so a machine or a link that
+//! changes speed affects them alike.
 
+use std::cell::Cell;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// gzip level 2: with zlib-rs, sensor JSON shrinks ~6.8x (level 3: ~8.9x)
-/// at 1.3x level 3's speed, text 3.8x (3.9x) at 1.4x; level 1 is zlib-rs's
-/// "quick" strategy, faster still but 2.7x on text, which costs more on a
-/// slow uplink than it saves (BENCHMARKS.md).
-const GZIP_LEVEL: u32 = 2;
+/// The levels chosen among, zlib-rs: a 400-document request of ~2 KB text
+/// documents shrinks 2.72x at level 1 (2.2 ns per byte here), 3.78x at 2
+/// (3.4 ns), 4.58x at 6 (30.5 ns); 2,000 sensor readings 6.6x, 10.8x and
+/// 13.3x (0.8, 0.9 and 2.5 ns). Levels 3 to 5 gain little over 2, and 7 to 9
+/// nothing over 6 (BENCHMARKS.md).
+const LEVELS: [u32; 3] = [1, 2, 6];
+/// Where a client starts: level 2, the best on a nearby Kuzzle.
+const START: usize = 1;
+/// One gzip request in this many goes at a neighbouring level.
+const PROBE_EVERY: u64 = 16;
+/// Probes, and as many requests at the current level at least, compared.
+const PROBES: usize = 4;
+/// How much cheaper per byte a neighbour must be to be moved to.
+const MARGIN: f64 = 0.05;
 
 /// A gzip compressor kept from one request to the next: a new deflate state
 /// is ~380 KB to allocate and fault in, for each request otherwise.
-pub struct Gzip(flate2::Compress);
+pub struct Gzip {
+    deflate: flate2::Compress,
+    level: u32,
+}
 
-impl Default for Gzip {
-    fn default() -> Gzip {
-        Gzip(flate2::Compress::new(
-            flate2::Compression::new(GZIP_LEVEL),
-            false,
-        ))
+impl Gzip {
+    fn new(level: u32) -> Gzip {
+        Gzip {
+            deflate: flate2::Compress::new(flate2::Compression::new(level), false),
+            level,
+        }
     }
 }
 
-/// Compressors shared by a client's threads. Compressing a request takes a
-/// millisecond where sending it takes many: a few serve every worker, and
-/// fewer states stay in memory than one per worker (3 MB for 8).
-#[derive(Default)]
-pub struct GzipPool(Mutex<Vec<Gzip>>);
+impl Default for Gzip {
+    fn default() -> Gzip {
+        Gzip::new(LEVELS[START])
+    }
+}
+
+/// Compressors shared by a client's threads, and its level. Compressing a
+/// request takes a millisecond where sending it takes many: a few serve
+/// every worker, and fewer states stay in memory than one per worker (3 MB
+/// for 8).
+pub struct GzipPool {
+    spare: Mutex<Vec<Gzip>>,
+    choice: Mutex<Choice>,
+}
+
+impl Default for GzipPool {
+    fn default() -> GzipPool {
+        GzipPool {
+            spare: Mutex::new(Vec::new()),
+            choice: Mutex::new(Choice::new()),
+        }
+    }
+}
 
 /// Compressors kept at most: more at once (many threads sharing a client)
 /// get one each, dropped after use.
 const POOL_SIZE: usize = 4;
 
-impl GzipPool {
-    /// `raw` as a gzip member, into `out` (emptied first).
-    pub fn compress(&self, raw: &[u8], out: &mut Vec<u8>) {
-        // A compressor is whole between calls, even after a panic.
-        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut gzip = lock().pop().unwrap_or_default();
-        gzip.compress(raw, out);
-        let mut pool = lock();
-        if pool.len() < POOL_SIZE {
-            pool.push(gzip);
+/// The level, and what the current comparison has seen.
+#[derive(Debug)]
+struct Choice {
+    current: usize,
+    /// Gzip requests so far.
+    requests: u64,
+    /// The neighbour tried now: below (true) or above.
+    down: bool,
+    /// Cost per byte (ns) of requests at the current level and at the
+    /// neighbour, since the comparison began.
+    here: Vec<f64>,
+    there: Vec<f64>,
+}
+
+impl Choice {
+    fn new() -> Choice {
+        Choice {
+            current: START,
+            requests: 0,
+            down: false,
+            here: Vec::new(),
+            there: Vec::new(),
         }
+    }
+
+    fn neighbour(&self) -> usize {
+        let last = LEVELS.len() - 1;
+        match self.current {
+            0 => 1,
+            c if c == last => c - 1,
+            c if self.down => c - 1,
+            c => c + 1,
+        }
+    }
+
+    /// The level of the next request.
+    fn pick(&mut self) -> u32 {
+        self.requests += 1;
+        match self.requests % PROBE_EVERY {
+            0 => LEVELS[self.neighbour()],
+            _ => LEVELS[self.current],
+        }
+    }
+
+    /// A request compressed at `level` cost `ns_per_byte`.
+    fn learn(&mut self, level: u32, ns_per_byte: f64) {
+        if level == LEVELS[self.current] {
+            self.here.push(ns_per_byte);
+        } else if level == LEVELS[self.neighbour()] {
+            self.there.push(ns_per_byte);
+        }
+        // A probe's level that is no longer the neighbour: not counted.
+        if self.there.len() < PROBES || self.here.len() < PROBES {
+            return;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        if mean(&self.there) < mean(&self.here) * (1.0 - MARGIN) {
+            self.current = self.neighbour();
+        }
+        self.here.clear();
+        self.there.clear();
+        self.down = !self.down;
+    }
+}
+
+thread_local! {
+    /// This thread's last compression: its level, bytes in, time taken.
+    static LAST: Cell<Option<(u32, usize, Duration)>> = const { Cell::new(None) };
+}
+
+impl GzipPool {
+    /// The level most requests are compressed at now.
+    pub fn level(&self) -> u32 {
+        LEVELS[self.lock_choice().current]
+    }
+
+    fn lock_choice(&self) -> std::sync::MutexGuard<'_, Choice> {
+        // Plain numbers, whole after any panic.
+        self.choice.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `raw` as a gzip member, into `out` (emptied first), at the level
+    /// chosen for this request.
+    pub fn compress(&self, raw: &[u8], out: &mut Vec<u8>) {
+        let level = self.lock_choice().pick();
+        // A compressor is whole between calls, even after a panic.
+        let lock = || self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gzip = {
+            let mut spare = lock();
+            match spare.iter().position(|g| g.level == level) {
+                Some(i) => spare.swap_remove(i),
+                None => Gzip::new(level),
+            }
+        };
+        let started = Instant::now();
+        gzip.compress(raw, out);
+        LAST.set(Some((level, raw.len(), started.elapsed())));
+        let mut spare = lock();
+        if spare.len() >= POOL_SIZE {
+            spare.remove(0);
+        }
+        spare.push(gzip);
+    }
+
+    /// The request this thread compressed last (`raw_len` bytes before
+    /// gzip) was exchanged, successfully, in `took`.
+    pub fn exchanged(&self, raw_len: usize, took: Duration) {
+        let Some((level, len, compressing)) = LAST.take() else {
+            return;
+        };
+        if len != raw_len || raw_len == 0 {
+            return;
+        }
+        let ns = (compressing + took).as_nanos() as f64 / raw_len as f64;
+        self.lock_choice().learn(level, ns);
     }
 }
 
@@ -54,7 +203,7 @@ impl Gzip {
         out.clear();
         out.reserve(raw.len() / 4 + 64);
         out.extend_from_slice(&GZIP_HEADER);
-        let deflate = &mut self.0;
+        let deflate = &mut self.deflate;
         deflate.reset();
         loop {
             let done = deflate.total_in() as usize;
@@ -105,5 +254,70 @@ mod tests {
         let pool = GzipPool::default();
         pool.compress(b"x", &mut packed);
         assert_eq!(packed[..10], GZIP_HEADER);
+    }
+
+    /// Requests costing what `cost(level)` says, per byte: the level the
+    /// choice ends at after `n` of them.
+    fn settle(cost: impl Fn(u32) -> f64, n: usize) -> (u32, Vec<u32>) {
+        let mut c = Choice::new();
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let level = c.pick();
+            c.learn(level, cost(level));
+            seen.push(LEVELS[c.current]);
+        }
+        (LEVELS[c.current], seen)
+    }
+
+    #[test]
+    fn the_level_follows_what_limits() {
+        // The text documents of the comment above, 2 ns per byte of
+        // exchange not counting the bytes (a nearby Kuzzle), plus
+        // `per_wire_byte` ns for each byte on the wire.
+        let text = |per_wire_byte: f64| {
+            move |level: u32| {
+                let (ratio, compress) = match level {
+                    1 => (2.72, 2.2),
+                    2 => (3.78, 3.4),
+                    _ => (4.58, 30.5),
+                };
+                compress + 100.0 + per_wire_byte / ratio
+            }
+        };
+        // Loopback: the bytes cost next to nothing; level 2 stays, and
+        // level 1 saves too little to move to.
+        let (level, seen) = settle(text(5.0), 2000);
+        assert_eq!(level, 2);
+        assert!(seen.iter().all(|&l| l == 2), "{seen:?}");
+        // A 10 Mbit/s link shared by 8 requests: 6.4 µs per wire byte.
+        let (level, _) = settle(text(6400.0), 2000);
+        assert_eq!(level, 6);
+        // A slow CPU beside a fast link: compression is the cost; level 1.
+        let slow_cpu = |level: u32| match level {
+            1 => 22.0 + 20.0,
+            2 => 34.0 + 20.0,
+            _ => 305.0 + 20.0,
+        };
+        assert_eq!(settle(slow_cpu, 2000).0, 1);
+        // Moving takes one comparison: PROBES probes, PROBE_EVERY apart.
+        let (_, seen) = settle(text(6400.0), 2000);
+        let moved = seen.iter().position(|&l| l == 6).unwrap();
+        assert!(moved < (PROBE_EVERY as usize) * PROBES * 2 + 1, "{moved}");
+    }
+
+    #[test]
+    fn an_exchange_teaches_the_level_of_this_threads_compression() {
+        let pool = GzipPool::default();
+        let mut out = Vec::new();
+        pool.compress(&[b'a'; 1000], &mut out);
+        // Another size (another request's): not learnt.
+        pool.exchanged(999, Duration::from_millis(1));
+        assert!(pool.lock_choice().here.is_empty());
+        pool.compress(&[b'a'; 1000], &mut out);
+        pool.exchanged(1000, Duration::from_millis(1));
+        assert_eq!(pool.lock_choice().here.len(), 1);
+        // Taken once.
+        pool.exchanged(1000, Duration::from_millis(1));
+        assert_eq!(pool.lock_choice().here.len(), 1);
     }
 }

@@ -11,18 +11,42 @@
 mod dns;
 mod gzip;
 mod reply;
+mod tls;
 mod wire;
 
 use dns::DnsCache;
 pub use gzip::GzipPool;
 pub use reply::{Answer, Reply};
 pub use std::sync::atomic::{AtomicBool, Ordering};
+pub use tls::Connections;
 pub use wire::Bytes;
 
 use crate::config::Config;
 use crate::error::{Error, Result, Status};
 use std::io::Read;
 use std::time::Duration;
+
+/// Times a request that met a closed pooled connection before it was
+/// written goes again on another.
+const STALE_RESENDS: usize = 4;
+
+/// The server closed a kept-alive connection just as a request went on it,
+/// after it was written whole: almost surely not run (a server closes only
+/// connections it reads nothing on), but that cannot be known. The engine
+/// sends documents with ids again at once (`Client::retry_now`).
+pub(crate) const STALE_ID: &str = "libkuzzle.stale_connection";
+
+fn stale_in_doubt(mut e: Error) -> Error {
+    e.id = STALE_ID.to_string();
+    e.message = format!(
+        "the server closed a kept-alive connection as the request went on it ({}): it may have run",
+        e.message
+    );
+    e
+}
+
+/// Idle kept-alive connections a client keeps, all nodes together.
+const MAX_IDLE_CONNECTIONS: usize = 256;
 
 /// ureq's read and write buffers, per connection.
 const IO_BUFFER_BYTES: usize = 32 * 1024;
@@ -71,16 +95,20 @@ pub struct Transport {
     dns: std::sync::Arc<DnsCache>,
     /// Through every connection, each way.
     pub bytes: std::sync::Arc<Bytes>,
+    /// Connections opened, reused, and their TLS handshakes.
+    pub connections: std::sync::Arc<Connections>,
     /// `PER_DOCUMENT_BYTES` x `maxDocumentsPerRequest` + `ANSWER_MARGIN`.
     echo_margin: u64,
 }
 
 impl Transport {
     pub fn new(config: &Config) -> Result<Transport> {
-        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!config.tls_verify);
-        if let Some(path) = &config.ca_file {
-            tls = tls.root_certs(load_ca_file(path)?);
-        }
+        let ca = config.ca_file.as_deref().map(load_ca_file).transpose()?;
+        let tls = tls::TlsConnector {
+            config: tls::client_config(ca, config.tls_verify)?,
+            counts: Default::default(),
+        };
+        let connections = tls.counts.clone();
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Asked per request (`accept_gzip`); ureq would inflate an
@@ -96,18 +124,25 @@ impl Transport {
             .input_buffer_size(IO_BUFFER_BYTES)
             .output_buffer_size(IO_BUFFER_BYTES)
             .user_agent(concat!("libkuzzle/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.build())
+            // A server that keeps connections alive (a reverse proxy) gets
+            // each worker's connection again: room for every node's most.
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(
+                config.concurrency_max.max(config.concurrency.unwrap_or(1)),
+            )
             .build();
         let resolver = dns::CachingResolver::default();
         let dns = resolver.cache.clone();
         let bytes = std::sync::Arc::new(Bytes::default());
-        let agent = ureq::Agent::with_parts(agent_config, wire::connector(bytes.clone()), resolver);
+        let agent =
+            ureq::Agent::with_parts(agent_config, wire::connector(bytes.clone(), tls), resolver);
         Ok(Transport {
             agent,
             gzip: GzipPool::default(),
             accept_gzip: AtomicBool::new(false),
             dns,
             bytes,
+            connections,
             echo_margin: PER_DOCUMENT_BYTES * config.max_documents_per_request as u64
                 + ANSWER_MARGIN,
         })
@@ -133,20 +168,23 @@ impl Transport {
         token: Option<&str>,
         bound: Bound,
     ) -> Result<Pending<'_>> {
-        let mut req = self
-            .agent
-            .post(url)
-            .header("content-type", "application/json");
-        if gzip {
-            req = req.header("content-encoding", "gzip");
-        }
         let accept_gzip = self.accept_gzip.load(Ordering::Relaxed);
-        if accept_gzip {
-            req = req.header("accept-encoding", "gzip");
-        }
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
+        let request = || {
+            let mut req = self
+                .agent
+                .post(url)
+                .header("content-type", "application/json");
+            if gzip {
+                req = req.header("content-encoding", "gzip");
+            }
+            if accept_gzip {
+                req = req.header("accept-encoding", "gzip");
+            }
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            req
+        };
         let (limit, presize) = match bound {
             Bound::Echo { raw_len } => {
                 let raw = raw_len as u64;
@@ -154,9 +192,34 @@ impl Transport {
             }
             Bound::Query => (MAX_QUERY_ANSWER_BYTES, presize_cap(body.len() as u64)),
         };
+        // A pooled connection the server closed as it sat idle fails the
+        // request that takes it: sent again at once on another (ureq drops
+        // the broken one) while it cannot have run; a few times, since the
+        // other idle ones may be closed too.
+        for _ in 0..STALE_RESENDS {
+            wire::start();
+            // A byte slice has a known size: ureq sends it with a
+            // Content-Length.
+            let sent = request().send(body);
+            if wire::reused() {
+                self.connections.reused.fetch_add(1, Ordering::Relaxed);
+            }
+            let stale = sent.is_err() && wire::reused() && wire::nothing_came();
+            if !stale {
+                return self.pending(sent, limit, presize, accept_gzip);
+            }
+            let Err(e) = sent else { unreachable!() };
+            let e = wire::classify(e);
+            if e.in_doubt {
+                return Err(stale_in_doubt(e));
+            }
+            self.connections.stale.fetch_add(1, Ordering::Relaxed);
+        }
         wire::start();
-        // A byte slice has a known size: ureq sends it with a Content-Length.
-        let sent = req.send(body);
+        let sent = request().send(body);
+        if wire::reused() {
+            self.connections.reused.fetch_add(1, Ordering::Relaxed);
+        }
         self.pending(sent, limit, presize, accept_gzip)
     }
 
@@ -369,7 +432,7 @@ impl Unread<'_> {
 /// ~220 KB.
 const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
-fn load_ca_file(path: &str) -> Result<ureq::tls::RootCerts> {
+fn load_ca_file(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     let tls = |what: String| Error::new(Status::KUZZLE_ERR_TLS, format!("caFile {path}: {what}"));
     // Checked before opening: opening a FIFO blocks until a writer comes,
     // and a device such as /dev/zero never ends.
@@ -396,7 +459,9 @@ fn load_ca_file(path: &str) -> Result<ureq::tls::RootCerts> {
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
-            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(ureq::tls::PemItem::Certificate(cert)) => {
+                certs.push(rustls::pki_types::CertificateDer::from(cert.der().to_vec()))
+            }
             Ok(_) => {}
             Err(e) => return Err(tls(format!("not valid PEM: {e}"))),
         }
@@ -404,7 +469,7 @@ fn load_ca_file(path: &str) -> Result<ureq::tls::RootCerts> {
     if certs.is_empty() {
         return Err(tls("holds no certificate".into()));
     }
-    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+    Ok(certs)
 }
 
 #[cfg(test)]

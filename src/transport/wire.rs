@@ -8,17 +8,19 @@
 //! (`transmit_output`), then wait for the answer (`await_input`; nothing
 //! waits for input before the body is sent, since no request of ours asks
 //! for `100-continue`). The connector chain below is ureq's default one
-//! (CONNECT proxy, TCP, rustls; SOCKS is not compiled in) with two marks:
-//! one after TCP, one on the final transport, which notes the first wait
-//! for input. The phase lives in a thread-local, reset before each call.
+//! (CONNECT proxy, TCP, then TLS: ours, `tls.rs`, to count handshakes; SOCKS
+//! is not compiled in) with two marks: one after TCP, one on the final
+//! transport, which notes the first wait for input and whether the call
+//! went on a pooled connection. The phase lives in a thread-local, reset
+//! before each call.
 
 use crate::error::{Error, Status};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use ureq::unversioned::transport::{
-    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, RustlsConnector,
-    TcpConnector, Transport,
+    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, TcpConnector,
+    Transport,
 };
 
 /// How far the current call of this thread got.
@@ -48,12 +50,25 @@ enum Head {
 thread_local! {
     static PHASE: Cell<Phase> = const { Cell::new(Phase::Connecting) };
     static HEAD: Cell<Head> = const { Cell::new(Head::Awaited) };
+    static REUSED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Before each call.
 pub(super) fn start() {
     PHASE.set(Phase::Connecting);
     HEAD.set(Head::Awaited);
+    REUSED.set(false);
+}
+
+/// The current call went on a connection a previous call had used.
+pub(super) fn reused() -> bool {
+    REUSED.get()
+}
+
+/// Nothing of the current call's answer came (not even a head's first
+/// bytes).
+pub(super) fn nothing_came() -> bool {
+    HEAD.get() == Head::Awaited
 }
 
 /// The head of the current call's answer had a `Content-Encoding` other
@@ -102,13 +117,13 @@ pub struct Bytes {
     pub received: AtomicU64,
 }
 
-/// ureq's default connectors, marked, counting into `bytes`.
-pub(super) fn connector(bytes: Arc<Bytes>) -> impl Connector {
+/// ureq's default connectors with our TLS, marked, counting into `bytes`.
+pub(super) fn connector(bytes: Arc<Bytes>, tls: super::tls::TlsConnector) -> impl Connector {
     ().chain(ConnectProxyConnector::default())
         .chain(TcpConnector::default())
         .chain(Count(bytes))
         .chain(MarkHandshake)
-        .chain(RustlsConnector::default())
+        .chain(tls)
         .chain(Record)
 }
 
@@ -221,8 +236,11 @@ impl<T: Transport> Transport for Recorded<T> {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        // Still "connecting" when writing: no connector ran, ureq took
+        // this connection from its pool.
         if PHASE.get() == Phase::Connecting {
             PHASE.set(Phase::Writing);
+            REUSED.set(true);
         }
         self.0.transmit_output(amount, timeout)
     }
