@@ -80,6 +80,8 @@ pub struct Config {
     pub concurrency: Option<usize>,
     /// The most requests in flight per node that "auto" may reach.
     pub concurrency_max: usize,
+    /// `None`: "auto", chosen by what limits (transport/gzip.rs).
+    pub gzip_level: Option<u32>,
     pub ca_file: Option<String>,
     pub tls_verify: bool,
     pub retries: u32,
@@ -106,6 +108,7 @@ impl Default for Config {
             compression: None,
             concurrency: None,
             concurrency_max: DEFAULT_CONCURRENCY_MAX,
+            gzip_level: None,
             ca_file: None,
             tls_verify: true,
             retries: 5,
@@ -195,6 +198,7 @@ const CONFIG_KEYS: &[&str] = &[
     "compression",
     "concurrency",
     "concurrencyMax",
+    "gzipLevel",
     "caFile",
     "tlsVerify",
     "retries",
@@ -267,6 +271,17 @@ impl Config {
         }
         if let Some(n) = keys.uint("concurrencyMax", 1, 64)? {
             c.concurrency_max = n as usize;
+        }
+        match keys.map.get("gzipLevel") {
+            Some(Value::String(auto)) if auto == "auto" => {}
+            Some(Value::String(_)) => {
+                return Err(keys.ill_typed("gzipLevel", "\"auto\" or an integer in 1..=9"))
+            }
+            _ => {
+                if let Some(n) = keys.uint("gzipLevel", 1, 9)? {
+                    c.gzip_level = Some(n as u32);
+                }
+            }
         }
         c.ca_file = keys.string("caFile")?;
         c.tls_verify = keys.bool("tlsVerify")?.unwrap_or(true);

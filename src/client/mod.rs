@@ -475,6 +475,7 @@ impl Client {
             })),
             "concurrency": self.settled.get().map(|s| s.concurrency).or(c.concurrency),
             "concurrencyMax": c.concurrency_max,
+            "gzipLevel": c.gzip_level.map_or(serde_json::Value::from("auto"), serde_json::Value::from),
             "hosts": self.pool.nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>(),
             "lazyConnect": c.lazy_connect,
             "connected": self.settled.get().is_some(),

@@ -61,13 +61,23 @@ impl Default for Gzip {
 pub struct GzipPool {
     spare: Mutex<Vec<Gzip>>,
     choice: Mutex<Choice>,
+    /// `gzipLevel` when given.
+    fixed: Option<u32>,
 }
 
 impl Default for GzipPool {
     fn default() -> GzipPool {
+        GzipPool::new(None)
+    }
+}
+
+impl GzipPool {
+    /// At `level` always, or (None) the level chosen by what limits.
+    pub fn new(level: Option<u32>) -> GzipPool {
         GzipPool {
             spare: Mutex::new(Vec::new()),
             choice: Mutex::new(Choice::new()),
+            fixed: level,
         }
     }
 }
@@ -149,7 +159,8 @@ thread_local! {
 impl GzipPool {
     /// The level most requests are compressed at now.
     pub fn level(&self) -> u32 {
-        LEVELS[self.lock_choice().current]
+        self.fixed
+            .unwrap_or_else(|| LEVELS[self.lock_choice().current])
     }
 
     fn lock_choice(&self) -> std::sync::MutexGuard<'_, Choice> {
@@ -160,7 +171,10 @@ impl GzipPool {
     /// `raw` as a gzip member, into `out` (emptied first), at the level
     /// chosen for this request.
     pub fn compress(&self, raw: &[u8], out: &mut Vec<u8>) {
-        let level = self.lock_choice().pick();
+        let level = match self.fixed {
+            Some(level) => level,
+            None => self.lock_choice().pick(),
+        };
         // A compressor is whole between calls, even after a panic.
         let lock = || self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let mut gzip = {
@@ -186,6 +200,9 @@ impl GzipPool {
         let Some((level, len, compressing)) = LAST.take() else {
             return;
         };
+        if self.fixed.is_some() {
+            return;
+        }
         if len != raw_len || raw_len == 0 {
             return;
         }

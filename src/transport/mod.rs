@@ -138,7 +138,7 @@ impl Transport {
             ureq::Agent::with_parts(agent_config, wire::connector(bytes.clone(), tls), resolver);
         Ok(Transport {
             agent,
-            gzip: GzipPool::default(),
+            gzip: GzipPool::new(config.gzip_level),
             accept_gzip: AtomicBool::new(false),
             dns,
             bytes,
