@@ -185,6 +185,11 @@ unsafe fn client_call(
 /// - `concurrencyMax` integer 1..64, default 16: the most requests in
 ///   flight per node that "auto" reaches (each holds up to
 ///   `maxRequestBytes` and its answer in memory).
+/// - `gzipLevel` integer 1..9, or "auto" (the default): the gzip level of
+///   requests. "auto" starts at 2 and moves among 1, 2 and 6 to the one
+///   with which a request costs the least time (compressing plus
+///   exchanging) per byte of JSON, measured by probing a neighbouring level
+///   every 16th request.
 /// - `retries` integer 0..100, default 5: retries of a request that failed
 ///   in a way worth retrying.
 /// - `retryBackoffMs` integer 0..86400000, default 200: the pause before the
@@ -396,7 +401,10 @@ pub unsafe extern "C" fn kuzzle_client_info(
 ///             "rttMs": 14.2}],
 ///  "documents": {"written": 24000, "failed": 0, "inDoubt": 0},
 ///  "bytes": {"sent": 1843200, "received": 2211840},
-///  "retries": 0}
+///  "retries": 0,
+///  "connections": {"opened": 4, "reused": 916, "stale": 0},
+///  "tlsHandshakes": {"full": 1, "resumed": 3},
+///  "gzipLevel": 2}
 /// ```
 ///
 /// One entry per node of `hosts` (or the one `host`), in the configuration's
@@ -410,6 +418,13 @@ pub unsafe extern "C" fn kuzzle_client_info(
 /// counted among `failed`. `bytes`: through the client's TCP connections
 /// each way, HTTP heads and bodies, TLS records over HTTPS. `retries`:
 /// requests sent again (after a backoff, or at once to another node).
+/// `connections`: TCP connections `opened`, requests sent on a connection an
+/// earlier one used (`reused`: a server that keeps connections alive, such
+/// as a reverse proxy; Kuzzle itself closes them), and requests that found
+/// their pooled connection closed and went on another (`stale`).
+/// `tlsHandshakes`: one per connection opened over HTTPS, `full` or
+/// `resumed` (a session of an earlier connection). `gzipLevel`: the level
+/// requests are compressed at now.
 ///
 /// Counters only: no I/O, no wait, cheap enough to call every second.
 /// `*out_stats_json` always receives a string to release with

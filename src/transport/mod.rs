@@ -552,6 +552,53 @@ mod tests {
         );
     }
 
+    /// A server that keeps the connection alive after its first answer,
+    /// then closes it on the next request without answering (what a proxy
+    /// closing an idle connection looks like when the request crosses the
+    /// close).
+    #[test]
+    fn a_pooled_connection_closed_under_a_request_is_told_apart() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut read_head = |conn: &mut std::net::TcpStream| {
+                    let mut seen = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !seen.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1)
+                    {
+                        seen.push(byte[0]);
+                    }
+                    // The body: `{}`.
+                    let _ = conn.read_exact(&mut [0u8; 2]);
+                };
+                read_head(&mut conn);
+                let _ = std::io::Write::write_all(
+                    &mut conn,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+                );
+                read_head(&mut conn);
+                drop(conn);
+            }
+        });
+        let config = Config {
+            host: "127.0.0.1".into(),
+            port,
+            ..Config::default()
+        };
+        let url = format!("{}/_query", config.base_url());
+        let t = Transport::new(&config).unwrap();
+        assert_eq!(t.post_query(&url, b"{}").unwrap().http, 200);
+        let e = t.post_query(&url, b"{}").map(|_| ()).unwrap_err();
+        assert_eq!((e.id.as_str(), e.in_doubt), (STALE_ID, true), "{e:?}");
+        let c = &t.connections;
+        assert_eq!(c.opened.load(Ordering::Relaxed), 1);
+        assert_eq!(c.reused.load(Ordering::Relaxed), 1);
+        // The next one takes a new connection.
+        assert_eq!(t.post_query(&url, b"{}").unwrap().http, 200);
+        assert_eq!(c.opened.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn bounds_follow_the_request() {
         let t = Transport::new(&Config::default()).unwrap();
