@@ -101,7 +101,7 @@ fn https_through_the_proxy_reuses_its_connections() {
     // connection for each of the two workers (and connect's), the rest
     // go on them again.
     assert!(requests >= 24, "{stats}");
-    assert!(opened >= 1 && opened <= 4, "{stats}");
+    assert!((1..=4).contains(&opened), "{stats}");
     assert!(reused + opened >= requests, "{stats}");
     // Every connection is TLS, and its handshake counted once.
     let (full, resumed) = (

@@ -562,7 +562,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for mut conn in listener.incoming().flatten() {
-                let mut read_head = |conn: &mut std::net::TcpStream| {
+                let read_head = |conn: &mut std::net::TcpStream| {
                     let mut seen = Vec::new();
                     let mut byte = [0u8; 1];
                     while !seen.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1)
