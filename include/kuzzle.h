@@ -259,9 +259,10 @@ extern "C" {
    `kuzzle_mwrite`, spread over the nodes. "auto" adapts per node and
    across every call of the client: each node starts at 8 (4 when Kuzzle
    is on this machine) and takes one more request in flight per round
-   trip while its round trips do not grow, a tenth fewer when it pushes
-   back (429, Kuzzle's "overloaded" 503) or its round trips rise above
-   their usual spread; a request waits for a node under its limit.
+   trip while its round trips do not grow (or less than one request
+   waits), a tenth fewer when it pushes back (429, Kuzzle's "overloaded"
+   503) or its round trips rise above their usual spread with more than
+   a few requests waiting; a request waits for a node under its limit.
    `kuzzle_client_stats` shows each node's limit.
  - `concurrencyMax` integer 1..64, default 16: the most requests in
    flight per node that "auto" reaches (each holds up to

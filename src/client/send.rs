@@ -79,8 +79,12 @@ impl Client {
             let http = pending.http();
             if !matches!(http, 401 | 429 | 502..=504) {
                 let reply = pending.read(wire.take().unwrap_or_default());
+                // Only mWrite round trips teach the node's limit: a query's
+                // (a login, a count) are of another size altogether.
+                let echo = matches!(bound, Bound::Echo { .. });
                 lease.end(match &reply {
-                    Ok(r) if r.http < 300 => Ended::Success,
+                    Ok(r) if r.http < 300 && echo => Ended::Success,
+                    Ok(r) if r.http < 300 => Ended::Served,
                     Ok(_) => Ended::Answered,
                     Err(e) => unreachable(e),
                 });
@@ -144,7 +148,7 @@ impl Client {
                 .transport
                 .get(&lease.node().base_url, "/_healthcheck", None);
             match &reply {
-                Ok(r) if r.http < 300 => lease.end(Ended::Success),
+                Ok(r) if r.http < 300 => lease.end(Ended::Served),
                 Ok(_) => lease.end(Ended::Answered),
                 Err(e) => {
                     let ended = unreachable(e);

@@ -3,11 +3,15 @@
 //! successful requests. Additive increase, multiplicative decrease, once
 //! per round trip, after the design of Vector's adaptive request
 //! concurrency: one more request in flight while the node had as many as
-//! allowed and its round trip did not grow; a tenth fewer when it pushed
-//! back (429, Kuzzle's "overloaded" 503) or its round trip rose clearly
-//! above its usual spread, more (in proportion, half at most) when the
+//! allowed and its round trip did not grow (or less than one request
+//! waits); a tenth fewer when it pushed back (429, Kuzzle's "overloaded"
+//! 503) or its round trip rose clearly above its usual spread with more
+//! than a few requests waiting, more (in proportion, half at most) when the
 //! round trip grew by more than a tenth: a queue at the node empties in a
-//! few round trips rather than a dozen.
+//! few round trips rather than a dozen. The few allowed to wait are what a
+//! slow link needs: requests sent together queue there for each other
+//! although the link is not full, and counting that as a queue to cut
+//! kept one request in flight through the benchmark's uplink.
 //!
 //! Pure arithmetic on the times it is given, so that its tests run a
 //! simulated server in simulated time.
@@ -22,6 +26,14 @@ const DEVIATIONS: f64 = 2.0;
 /// ...or this fraction of the mean, whichever is more: jitter below it is
 /// noise, not a queue.
 const MIN_RISE: f64 = 0.1;
+/// A rise is a queue to act on only when more requests than this (or the
+/// square root of the limit, if more) wait...
+const MIN_QUEUE: f64 = 2.0;
+/// ...and the limit grows while fewer than this wait (or its round trip
+/// did not grow).
+const ALLOWED_TO_GROW: f64 = 1.0;
+/// How fast the lowest round trip forgets, per window.
+const BASE_DRIFT: f64 = 0.0005;
 /// The factor of a decrease: at least this...
 const DECREASE: f64 = 0.9;
 /// ...and when the round trip grew by more, in proportion to it (a queue
@@ -39,6 +51,9 @@ pub(crate) struct Adaptive {
     /// Moving averages of the round trip and of its deviation, in seconds.
     mean: Option<f64>,
     deviation: f64,
+    /// The lowest round trip of recent windows, rising by `BASE_DRIFT` a
+    /// window while none is as low (a node that became slower for good).
+    base: Option<f64>,
     window: Window,
     /// A decrease happened at the end of the last window.
     settling: bool,
@@ -68,6 +83,7 @@ impl Adaptive {
             frozen,
             mean: None,
             deviation: 0.0,
+            base: None,
             window: Window::default(),
             settling: false,
         }
@@ -121,12 +137,31 @@ impl Adaptive {
     fn close(&mut self) {
         let w = std::mem::take(&mut self.window);
         let avg = (w.n > 0).then(|| w.sum / w.n as f64);
-        let rising = match (avg, self.mean) {
+        // Requests waiting at the node (or at a link before it), by
+        // Little's law: what is in flight beyond what the usual round trip
+        // serves. A few are no queue to act on: requests sent together
+        // wait for each other at a slow link although it is not full.
+        let queued_over = |base: Option<f64>| match (avg, base) {
+            (Some(avg), Some(base)) if avg > 0.0 => self.limit as f64 * (1.0 - base / avg),
+            _ => 0.0,
+        };
+        // Over the usual round trip, to decide a decrease: it learns slowly
+        // from risen round trips, so a queue does not become the norm.
+        let queued = queued_over(self.mean);
+        // Over the lowest recent one, to decide an increase: the usual one
+        // ends up learning a small lasting queue, the lowest does not.
+        if let (Some(avg), false) = (avg, w.busy) {
+            self.base = Some(self.base.map_or(avg, |b| (b * (1.0 + BASE_DRIFT)).min(avg)));
+        }
+        let queued_at_least = queued_over(self.base);
+        let allowed = (self.limit as f64).sqrt().max(MIN_QUEUE);
+        let risen = match (avg, self.mean) {
             (Some(avg), Some(mean)) => {
                 avg > mean + (DEVIATIONS * self.deviation).max(MIN_RISE * mean)
             }
             _ => false,
         };
+        let rising = risen && queued > allowed;
         if !self.frozen && self.settling {
             // The answers of this window were mostly sent before the last
             // decrease: they tell of the queue it is draining, and acting
@@ -148,7 +183,10 @@ impl Adaptive {
                 }
                 self.limit = limit.max(1);
                 self.settling = true;
-            } else if w.full && avg.is_some() && self.mean.is_none_or(|m| avg <= Some(m)) {
+            } else if w.full
+                && avg.is_some()
+                && (queued_at_least < ALLOWED_TO_GROW || self.mean.is_none_or(|m| avg <= Some(m)))
+            {
                 self.limit = (self.limit + 1).min(self.max);
             }
         }
@@ -157,7 +195,7 @@ impl Adaptive {
         // teach them slowly, or the queue would become the norm; but a node
         // that really became slower is learnt in the end.
         if let (Some(avg), false) = (avg, w.busy) {
-            let alpha = match rising {
+            let alpha = match risen {
                 true => ALPHA_RISEN,
                 false => ALPHA,
             };
@@ -330,6 +368,75 @@ mod tests {
         sim.run(40);
         assert!(sim.arc.limit() >= 15, "limit {}", sim.arc.limit());
         assert_eq!(sim.refused, refused);
+    }
+
+    /// A node behind a slow link, in simulated time (µs): each request
+    /// crosses the link (one at a time, `transfer` each, first come first
+    /// served), then takes `delay` more (propagation, the server) with any
+    /// number at once. Throughput grows with the requests in flight until
+    /// the link is busy all the time (`1 + delay / transfer` of them), then
+    /// stays; more in flight only queue at the link. `jitter`: each
+    /// `delay` is that much longer or shorter, in turn (a noisy machine).
+    fn link(
+        transfer: u64,
+        delay: u64,
+        jitter: u64,
+        start: usize,
+        round_trips: u64,
+    ) -> (Adaptive, f64, Vec<usize>) {
+        let mut arc = Adaptive::new(start, 16, false);
+        let (mut now, mut link_free, mut in_flight, mut served) = (0u64, 0u64, 0usize, 0u64);
+        // (answer time, sent time, in flight when sent)
+        let mut answers: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+        let until = round_trips * (transfer + delay);
+        let mut limits = Vec::new();
+        let mut k = 0u64;
+        loop {
+            while in_flight < arc.limit() {
+                in_flight += 1;
+                let crossed = link_free.max(now) + transfer;
+                link_free = crossed;
+                k += 1;
+                let d = match k % 2 {
+                    0 => delay + jitter,
+                    _ => delay - jitter,
+                };
+                answers.push(Reverse((crossed + d, now, in_flight)));
+            }
+            let Some(Reverse((end, sent, with))) = answers.pop() else {
+                break;
+            };
+            now = end;
+            if now > until {
+                break;
+            }
+            in_flight -= 1;
+            served += 1;
+            arc.done(
+                now as f64 / 1e6,
+                Some((end - sent) as f64 / 1e6),
+                false,
+                with,
+            );
+            limits.push(arc.limit());
+        }
+        (arc, served as f64 / (until as f64 / 1e6), limits)
+    }
+
+    #[test]
+    fn behind_a_slow_link_it_keeps_the_link_busy() {
+        // 27 ms to cross the link, 100 ms of round trip besides: the link
+        // is full from 5 in flight on (1 + 100 / 27), 37 requests/s at most.
+        for (jitter, start) in [(0, 8), (0, 1), (20_000, 8), (20_000, 1)] {
+            let (arc, per_s, limits) = link(27_000, 100_000, jitter, start, 200);
+            let best = 1e6 / 27_000.0;
+            assert!(
+                per_s >= 0.85 * best,
+                "jitter {jitter}, from {start}: {per_s:.1}/s of {best:.1}/s, limit {} ({:?})",
+                arc.limit(),
+                &limits[limits.len().saturating_sub(40)..]
+            );
+        }
     }
 
     #[test]

@@ -76,8 +76,11 @@ pub(crate) struct Pool {
 /// How a request to a node ended, for the node's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// A 2xx answer: its round trip counts.
+    /// A 2xx answer to an mWrite: its round trip counts.
     Success,
+    /// A 2xx answer to anything else (a login, a count): the node is well,
+    /// but such a round trip says nothing of the node's mWrite load.
+    Served,
     /// Another answer of the node's own (4xx, Kuzzle's 5xx).
     Answered,
     /// The node pushed back: 429, Kuzzle's "overloaded" 503.
@@ -322,6 +325,10 @@ impl Lease<'_> {
                 node.strikes = 0;
                 let rtt = now.duration_since(self.sent).as_secs_f64();
                 node.limit.done(at, Some(rtt), false, self.in_flight);
+            }
+            Ended::Served => {
+                node.alive = true;
+                node.strikes = 0;
             }
             Ended::Busy => {
                 node.failures += 1;
