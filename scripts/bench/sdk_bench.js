@@ -107,10 +107,12 @@ async function main() {
   }
   const inputBytes = Buffer.byteLength(JSON.stringify(docs));
 
-  const proto =
-    protocol === "http"
-      ? new Http("127.0.0.1", { port: Number(port) })
-      : new WebSocket("127.0.0.1", { port: Number(port) });
+  // BENCH_HOST (default 127.0.0.1) and BENCH_SSL=1 (HTTPS or wss: through
+  // the stack's TLS proxy, whose certificate names localhost; trust its CA
+  // with NODE_EXTRA_CA_CERTS).
+  const host = process.env.BENCH_HOST || "127.0.0.1";
+  const opts = { port: Number(port), ssl: process.env.BENCH_SSL === "1" };
+  const proto = protocol === "http" ? new Http(host, opts) : new WebSocket(host, opts);
   const kuzzle = new Kuzzle(proto, { autoResubscribe: false, offlineMode: "manual" });
   kuzzle.on("networkError", (e) => console.error("sdk_bench: network error:", e.message));
   await kuzzle.connect();
@@ -150,6 +152,7 @@ async function main() {
     input_mb: Number((inputBytes / 1048576).toFixed(1)),
     per_call: perCall,
     protocol,
+    ssl: opts.ssl,
     sdk: version,
     status: failed === 0 ? "ok" : "failed",
   };
