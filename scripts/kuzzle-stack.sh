@@ -885,21 +885,27 @@ cmd_stop() {
   log "stopped"
 }
 
+log_components() { # name... -> one line each; fails when one is not running
+  local name pid all=0
+  for name in "$@"; do
+    if pid=$(owned_pid "$name"); then
+      log "$(printf '%-7s running (pid %s)' "$name" "$pid")"
+    else
+      log "$(printf '%-7s not running' "$name")"
+      all=1
+    fi
+  done
+  return "$all"
+}
+
 cmd_status() {
   if [[ ! -f $SETTINGS_FILE ]]; then
     log "not started yet (no $SETTINGS_FILE)"
     return 1
   fi
   load_settings
-  local ok=0 name pid
-  for name in "${COMPONENTS[@]}"; do
-    if pid=$(owned_pid "$name"); then
-      log "$(printf '%-7s running (pid %s)' "$name" "$pid")"
-    else
-      log "$(printf '%-7s not running' "$name")"
-      ok=1
-    fi
-  done
+  local ok=0
+  log_components "${COMPONENTS[@]}" || ok=1
   if kuzzle_up; then
     log "Kuzzle answers on $KUZZLE_URL"
   else
@@ -907,14 +913,7 @@ cmd_status() {
     ok=1
   fi
   if [[ -n $TLS_PORT ]]; then
-    for name in "${PROXY_COMPONENTS[@]}"; do
-      if pid=$(owned_pid "$name"); then
-        log "$(printf '%-7s running (pid %s)' "$name" "$pid")"
-      else
-        log "$(printf '%-7s not running' "$name")"
-        ok=1
-      fi
-    done
+    log_components "${PROXY_COMPONENTS[@]}" || ok=1
     if proxy_up; then
       log "TLS proxy answers on https://localhost:$TLS_PORT (and its fault ports)"
     else

@@ -165,6 +165,17 @@ impl<'a> Keys<'a> {
         }
     }
 
+    /// An integer from `min` to `max`, or "auto" (None, as when absent).
+    fn uint_or_auto(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
+        match self.map.get(key) {
+            Some(Value::String(auto)) if auto == "auto" => Ok(None),
+            Some(Value::String(_)) => {
+                Err(self.ill_typed(key, &format!("\"auto\" or an integer in {min}..={max}")))
+            }
+            _ => self.uint(key, min, max),
+        }
+    }
+
     fn millis(&self, key: &str, min: u64) -> Result<Option<Duration>> {
         Ok(self.uint(key, min, 86_400_000)?.map(Duration::from_millis))
     }
@@ -258,31 +269,13 @@ impl Config {
             Some("none") => Some(Compression::None),
             Some(_) => return Err(keys.ill_typed("compression", "\"auto\", \"gzip\" or \"none\"")),
         };
-        match keys.map.get("concurrency") {
-            Some(Value::String(auto)) if auto == "auto" => {}
-            Some(Value::String(_)) => {
-                return Err(keys.ill_typed("concurrency", "\"auto\" or an integer in 1..=64"))
-            }
-            _ => {
-                if let Some(n) = keys.uint("concurrency", 1, 64)? {
-                    c.concurrency = Some(n as usize);
-                }
-            }
+        if let Some(n) = keys.uint_or_auto("concurrency", 1, 64)? {
+            c.concurrency = Some(n as usize);
         }
         if let Some(n) = keys.uint("concurrencyMax", 1, 64)? {
             c.concurrency_max = n as usize;
         }
-        match keys.map.get("gzipLevel") {
-            Some(Value::String(auto)) if auto == "auto" => {}
-            Some(Value::String(_)) => {
-                return Err(keys.ill_typed("gzipLevel", "\"auto\" or an integer in 1..=9"))
-            }
-            _ => {
-                if let Some(n) = keys.uint("gzipLevel", 1, 9)? {
-                    c.gzip_level = Some(n as u32);
-                }
-            }
-        }
+        c.gzip_level = keys.uint_or_auto("gzipLevel", 1, 9)?.map(|n| n as u32);
         c.ca_file = keys.string("caFile")?;
         c.tls_verify = keys.bool("tlsVerify")?.unwrap_or(true);
         if let Some(n) = keys.uint("retries", 0, 100)? {
