@@ -354,22 +354,6 @@ impl Client {
         self.mwrite_as(&self.config, index, collection, documents, options)
     }
 
-    /// One attempt per request (no retry: the producer retries itself,
-    /// after its own pause, and a close must not wait for a backoff).
-    pub fn mwrite_once(
-        &self,
-        index: &str,
-        collection: &str,
-        documents: &str,
-        options: &WriteOptions,
-    ) -> Result<Outcome> {
-        let config = Config {
-            retries: 0,
-            ..self.config.clone()
-        };
-        self.mwrite_as(&config, index, collection, documents, options)
-    }
-
     fn mwrite_as(
         &self,
         config: &Config,
@@ -407,19 +391,6 @@ impl Client {
     pub fn next_ids(&self, n: usize) -> (&str, u64) {
         let first = self.id_counter.fetch_add(n as u64, Ordering::Relaxed);
         (&self.id_prefix, first)
-    }
-
-    /// The `_id` literal of counter value `n`, as the engine writes them.
-    pub fn generated_id(prefix: &str, n: u64) -> String {
-        let mut digits = [0; 11];
-        let digits = base62(n, &mut digits);
-        let mut id = String::with_capacity(prefix.len() + digits.len() + 2);
-        id.push('"');
-        id.push_str(prefix);
-        // Base-62 digits are ASCII.
-        id.extend(digits.iter().map(|&b| b as char));
-        id.push('"');
-        id
     }
 
     /// The configured secrets and the session's JWT.
@@ -574,6 +545,46 @@ fn random_prefix() -> Result<String> {
     }
     s.push('-');
     Ok(s)
+}
+
+impl Client {
+    /// The producer's mWrite (`mwrite::mwrite_checked`): documents its door
+    /// checked at acceptance, each document's verdict as a value; one
+    /// attempt per request (no retry: the producer retries itself, after
+    /// its own pause, and a close must not wait for a backoff).
+    pub(crate) fn mwrite_checked(
+        &self,
+        index: &str,
+        collection: &str,
+        docs: &[(&str, &str)],
+        options: &WriteOptions,
+    ) -> Result<Outcome> {
+        let config = Config {
+            retries: 0,
+            ..self.config.clone()
+        };
+        let secrets = self.secrets();
+        // As `mwrite_as`: not connected yet (lazyConnect), the first request connects.
+        let _ = self.ready();
+        let settings = self.settings();
+        let concurrency = match self.config.concurrency {
+            Some(fixed) => fixed,
+            None => self.pool.workers(MAX_WORKERS),
+        };
+        let engine = Engine {
+            net: self,
+            config: &config,
+            compression: settings.compression,
+            concurrency,
+            gzip: &self.transport.gzip,
+            id_prefix: &self.id_prefix,
+            id_counter: &self.id_counter,
+            secrets: &secrets,
+        };
+        let outcome = mwrite::mwrite_checked(&engine, index, collection, docs, options)?;
+        self.counters.documents(&outcome);
+        Ok(outcome)
+    }
 }
 
 #[cfg(test)]

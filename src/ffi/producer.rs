@@ -366,12 +366,12 @@ pub unsafe extern "C" fn kuzzle_producer_next_report(
                 return Ok((Status::KUZZLE_ERR_TIMEOUT, String::new()));
             };
             let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
-            let id = serde_json::from_str::<String>(&r.id).unwrap_or_else(|_| r.id.clone());
+            let id = serde_json::from_str::<String>(&r.id).unwrap_or_else(|_| r.id.to_string());
             let strings = [
                 c(&id),
                 c(r.reason.as_deref().unwrap_or("")),
-                c(&r.index),
-                c(&r.collection),
+                c(&r.target.index),
+                c(&r.target.collection),
             ];
             fill(&mut report, &r, &strings);
             *last = Some(strings);

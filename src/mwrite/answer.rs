@@ -42,8 +42,10 @@ pub(super) struct ErrorItem<'a> {
 }
 
 impl ErrorItem<'_> {
-    pub(super) fn push_to(&self, out: &mut Fragment) {
+    /// `at`: the document's position (`Doc::i`), if matched.
+    pub(super) fn push_to(&self, out: &mut Fragment, at: Option<usize>) {
         out.kuzzle_error(
+            at,
             self.document.get(),
             self.status,
             self.reason.map(RawValue::get),
@@ -59,14 +61,14 @@ pub(super) fn record(
     claims: &mut Claims,
 ) {
     for s in &result.successes {
-        claims.success(s.id.get());
+        let at = claims.success(s.id.get());
         let version = s.version.map(|v| v.to_string());
         let source = with_source.then(|| s.source.get());
-        out.success(s.id.get(), version.as_deref(), source, s.created);
+        out.success(at, s.id.get(), version.as_deref(), source, s.created);
     }
     for e in &result.errors {
-        claims.error(e.document.get());
-        e.push_to(out);
+        let at = claims.error(e.document.get());
+        e.push_to(out, at);
     }
 }
 
@@ -197,9 +199,9 @@ fn read_usual_success(
     };
     match read() {
         Some((id, source, version)) => {
-            claims.success(id);
+            let at = claims.success(id);
             let source = with_source.then_some(source);
-            out.success(id, Some(version), source, None);
+            out.success(at, id, Some(version), source, None);
             true
         }
         None => {
@@ -238,8 +240,8 @@ fn read_success(
         Some("false") => Some(false),
         Some(_) => return unexpected(s),
     };
-    claims.success(id);
-    out.success(id, version, with_source.then_some(source_text), created);
+    let at = claims.success(id);
+    out.success(at, id, version, with_source.then_some(source_text), created);
     Ok(())
 }
 
@@ -277,8 +279,8 @@ fn read_error(s: &mut Scanner, out: &mut Fragment, claims: &mut Claims) -> Parse
             Err(_) => return unexpected(s),
         },
     };
-    claims.error(document);
-    out.kuzzle_error(document, status, reason.filter(|r| *r != "null"));
+    let at = claims.error(document);
+    out.kuzzle_error(at, document, status, reason.filter(|r| *r != "null"));
     Ok(())
 }
 

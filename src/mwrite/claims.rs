@@ -80,10 +80,11 @@ impl<'d, 'a> Claims<'d, 'a> {
             .map(|k| &self.docs[k])
     }
 
+    /// Claims the document at `k`: its position in the call (`Doc::i`).
     fn take(&mut self, k: usize) -> Option<usize> {
         self.claimed[k] = true;
         self.count += 1;
-        Some(k)
+        Some(self.docs[k].i)
     }
 
     fn fail(&mut self) -> Option<usize> {
@@ -92,7 +93,7 @@ impl<'d, 'a> Claims<'d, 'a> {
     }
 
     /// A success naming `literal` (its `_id` as Kuzzle wrote it): the
-    /// position of the document it is about. Successes come in the order
+    /// position in the call (`Doc::i`) of the document it is about. Successes come in the order
     /// sent, so the cursor only moves forward (linear in all).
     pub(super) fn success(&mut self, literal: &str) -> Option<usize> {
         self.listed += 1;
@@ -126,14 +127,15 @@ impl<'d, 'a> Claims<'d, 'a> {
         self.fail()
     }
 
-    /// An error item about `document` (as Kuzzle lists it: `{"_id"?, ...}`).
-    pub(super) fn error(&mut self, document: &str) -> bool {
+    /// An error item about `document` (as Kuzzle lists it: `{"_id"?, ...}`):
+    /// the position in the call of the document it is about.
+    pub(super) fn error(&mut self, document: &str) -> Option<usize> {
         self.listed += 1;
         if self.broken {
-            return false;
+            return None;
         }
         let Ok(named) = serde_json::from_str::<Named>(document) else {
-            return self.fail().is_some();
+            return self.fail();
         };
         let found = match named.id.map(RawValue::get) {
             None | Some("null") | Some("\"\"") => {
@@ -148,8 +150,8 @@ impl<'d, 'a> Claims<'d, 'a> {
             Some(literal) => self.unclaimed_with(literal, 0),
         };
         match found {
-            Some(k) => self.take(k).is_some(),
-            None => self.fail().is_some(),
+            Some(k) => self.take(k),
+            None => self.fail(),
         }
     }
 
@@ -201,12 +203,12 @@ mod tests {
         assert_eq!(c.success(r#""a""#), Some(0));
         assert_eq!(c.success(r#""c""#), Some(2));
         assert_eq!(c.success(r#""a""#), Some(3), "the same id twice");
-        assert!(c.error(r#"{"_id":"b","_source":{}}"#));
+        assert!(c.error(r#"{"_id":"b","_source":{}}"#).is_some());
         assert!(c.complete());
 
         // errors first, then successes
         let mut c = Claims::new(&docs);
-        assert!(c.error(r#"{"_id":"c","body":{}}"#));
+        assert!(c.error(r#"{"_id":"c","body":{}}"#).is_some());
         for (id, k) in [("a", 0), ("b", 1), ("a", 3)] {
             assert_eq!(c.success(&format!("\"{id}\"")), Some(k));
         }
@@ -231,7 +233,7 @@ mod tests {
         let mut c = Claims::new(&docs);
         c.success(r#""a""#);
         c.success(r#""b""#);
-        assert!(!c.error(r#"{"_id":"a"}"#), "one extra");
+        assert!(c.error(r#"{"_id":"a"}"#).is_none(), "one extra");
         assert!(!c.complete());
     }
 
@@ -243,7 +245,7 @@ mod tests {
         let mut c = Claims::new(&docs);
         assert_eq!(c.success(r#""k""#), Some(1));
         assert_eq!(c.success(r#""srv-id""#), Some(2));
-        assert!(c.error(r#"{"_source":{"n":1}}"#));
+        assert!(c.error(r#"{"_source":{"n":1}}"#).is_some());
         assert!(c.complete());
     }
 }

@@ -68,6 +68,19 @@ pub(crate) fn check_documents<'a>(
     }
 }
 
+/// `check_documents` of one document (`batch` false), without a `Vec`:
+/// its `_id` literal ("" for none) and body.
+pub(crate) fn check_document(text: &str) -> crate::error::Result<(&str, &str)> {
+    use crate::error::Error;
+    let syntax =
+        |e: crate::json::SyntaxError| Error::json(format!("not JSON: {}", e.describe(text)));
+    let mut s = Scanner::new(text);
+    s.ws();
+    let checked = check_item(&mut s).map_err(syntax)?;
+    s.end().map_err(syntax)?;
+    checked.map_err(Error::invalid)
+}
+
 /// Scans one input item (the scanner sits on its first byte). The outer
 /// `Err` is a syntax error that fails the whole call; the inner one is the
 /// reason this item alone is rejected.

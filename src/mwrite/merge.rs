@@ -108,8 +108,9 @@ impl<'m> Sink<'m> {
                 merge.next += 1;
             }
             None => {
+                let blank = own.blank();
                 merge.parked.push((self.i, own));
-                own = Fragment::default();
+                own = blank;
             }
         }
         merge.settle();

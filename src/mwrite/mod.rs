@@ -22,7 +22,8 @@ mod strict;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use door::check_documents;
+pub(crate) use door::{check_document, check_documents};
+pub(crate) use result::Verdict;
 mod worker;
 
 use crate::config::{Compression, Config, WriteOptions};
@@ -33,6 +34,7 @@ use crate::transport::GzipPool;
 use index::{Doc, Index};
 use merge::{Merge, Sink};
 use result::Fragment;
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -62,6 +64,9 @@ pub(crate) struct Outcome {
     pub written: usize,
     pub failed: usize,
     pub in_doubt: usize,
+    /// `mwrite_checked`: each document's verdict, by position (None: not
+    /// in the result, which a bug alone would cause). Empty otherwise.
+    pub verdicts: Vec<Option<Verdict>>,
 }
 
 /// `kuzzle_mwrite`.
@@ -91,19 +96,6 @@ pub(crate) fn mwrite(
             .fetch_add(docs.len() as u64, Ordering::Relaxed);
         docs.generate_ids(engine.id_prefix, first);
     }
-    let job = Job {
-        engine,
-        head: plan::head(index, collection, options),
-        strict: options.strict,
-        with_source: options.source,
-        started: Instant::now(),
-        down: OnceLock::new(),
-    };
-    let ranges = match docs.len() {
-        0 => Vec::new(),
-        _ => plan::plan(&job, &docs),
-    };
-
     // The result is written in one buffer, sized for every success (Kuzzle
     // echoes each body), so it rarely grows; door rejections come first in
     // `errors`, as Kuzzle itself lists them.
@@ -119,12 +111,109 @@ pub(crate) fn mwrite(
         ..door
     };
     all.successes.push_str("{\"successes\":[");
+    Ok(match send(engine, index, collection, options, &docs, all) {
+        Some(all) => finish(all, engine.secrets),
+        None => unaccounted(documents, &docs, n_door, engine.secrets),
+    })
+}
+
+/// The producer's mWrite: documents its door checked at acceptance, each
+/// as its `_id` literal (never empty) and body; each document's verdict
+/// by its position in `docs`, in `Outcome::verdicts`, instead of the
+/// result's JSON (which stays empty). The door is not run again, and
+/// nothing is read back from text.
+pub(crate) fn mwrite_checked(
+    engine: &Engine,
+    index: &str,
+    collection: &str,
+    docs: &[(&str, &str)],
+    options: &WriteOptions,
+) -> Result<Outcome> {
+    if index.is_empty() || collection.is_empty() {
+        return Err(Error::invalid("index and collection must not be empty"));
+    }
+    // Each document in the compact form the index keeps as its own text.
+    let len: usize = docs
+        .iter()
+        .map(|(id, body)| id.len() + body.len() + 18)
+        .sum();
+    let mut src = String::with_capacity(len + 2);
+    let mut at = Vec::with_capacity(docs.len());
+    src.push('[');
+    for (k, (id, body)) in docs.iter().enumerate() {
+        if k > 0 {
+            src.push(',');
+        }
+        at.push(src.len());
+        src.push_str("{\"_id\":");
+        src.push_str(id);
+        src.push_str(",\"body\":");
+        src.push_str(body);
+        src.push('}');
+    }
+    src.push(']');
+    let mut checked = Index::new(&src)?;
+    for (&start, (id, body)) in at.iter().zip(docs) {
+        let id_at = start + 7;
+        let body_at = id_at + id.len() + 8;
+        let whole = &src[start..body_at + body.len() + 1];
+        checked.push(
+            &src[id_at..body_at - 8],
+            &src[body_at..body_at + body.len()],
+            whole,
+        );
+    }
+    let n = checked.len();
+    Ok(
+        match send(
+            engine,
+            index,
+            collection,
+            options,
+            &checked,
+            Fragment::typed(),
+        ) {
+            Some(all) => verdicts(all, n, engine.secrets),
+            None => {
+                let mut all = Fragment::typed();
+                let every: Vec<Doc> = (0..n).map(|i| checked.doc(i)).collect();
+                all.fail(&every, lost_results());
+                verdicts(all, n, engine.secrets)
+            }
+        },
+    )
+}
+
+/// Sends every document of `docs` (checked), their results going into
+/// `all`; None when a bug broke the merge (a worker panicked, or a
+/// request's results never came).
+fn send(
+    engine: &Engine,
+    index: &str,
+    collection: &str,
+    options: &WriteOptions,
+    docs: &Index,
+    all: Fragment,
+) -> Option<Fragment> {
+    let job = Job {
+        engine,
+        head: plan::head(index, collection, options),
+        strict: options.strict,
+        with_source: options.source,
+        started: Instant::now(),
+        down: OnceLock::new(),
+    };
+    let ranges = match docs.len() {
+        0 => Vec::new(),
+        _ => plan::plan(&job, docs),
+    };
+    let blank = all.blank();
     let merge = Mutex::new(Merge::new(all));
     let next = AtomicUsize::new(0);
     let panicked = AtomicBool::new(false);
     let work = || {
         let mut bufs = Buffers::default();
-        let mut own = Fragment::default();
+        let mut own = blank.blank();
         let run = catch_unwind(AssertUnwindSafe(|| loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(range) = ranges.get(i) else { return };
@@ -148,11 +237,10 @@ pub(crate) fn mwrite(
         work();
     });
     let merged = merge.into_inner().unwrap_or_else(|p| p.into_inner());
-    let all = match merged.into_result(ranges.len()) {
-        Some(all) if !panicked.load(Ordering::Relaxed) => all,
-        _ => return Ok(unaccounted(documents, &docs, n_door, engine.secrets)),
-    };
-    Ok(finish(all, engine.secrets))
+    match merged.into_result(ranges.len()) {
+        Some(all) if !panicked.load(Ordering::Relaxed) => Some(all),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +272,7 @@ fn finish(all: Fragment, secrets: &[String]) -> Outcome {
         n_error,
         n_in_doubt,
         mut failure,
+        ..
     } = all;
     if secrets::in_json(&errors, secrets) {
         let mut list = format!("[{errors}]");
@@ -212,7 +301,47 @@ fn finish(all: Fragment, secrets: &[String]) -> Outcome {
         written: n_success,
         failed: n_error,
         in_doubt: n_in_doubt,
+        verdicts: Vec::new(),
     }
+}
+
+/// `mwrite_checked`'s outcome: the verdicts by position, no JSON.
+fn verdicts(all: Fragment, n: usize, secrets: &[String]) -> Outcome {
+    let mut each: Vec<Option<Verdict>> = (0..n).map(|_| None).collect();
+    for (at, mut verdict) in all.verdicts.unwrap_or_default() {
+        if let Verdict::Failed { reason, .. } = &mut verdict {
+            if let Cow::Owned(clean) = secrets::scrub(reason, secrets) {
+                *reason = clean;
+            }
+        }
+        if let Some(slot) = each.get_mut(at) {
+            *slot = Some(verdict);
+        }
+    }
+    let status = match &all.failure {
+        Some(e) => e.status,
+        None if all.n_error > 0 => Status::KUZZLE_PARTIAL,
+        None => Status::KUZZLE_OK,
+    };
+    Outcome {
+        status,
+        json: String::new(),
+        written: all.n_success,
+        failed: all.n_error,
+        in_doubt: all.n_in_doubt,
+        verdicts: each,
+    }
+}
+
+/// What every document of a call whose results were lost to a bug gets.
+fn lost_results() -> Error {
+    let mut e = Error::new(
+        Status::KUZZLE_ERR_INTERNAL,
+        "libkuzzle bug (please report it): a request's results were lost; every document \
+         is reported in doubt",
+    );
+    e.in_doubt = true;
+    e
 }
 
 /// A bug broke the merge (a worker panicked, or a request's results never
@@ -224,13 +353,7 @@ fn unaccounted(documents: &str, docs: &Index, n_door: usize, secrets: &[String])
         _ => Fragment::default(),
     };
     all.successes.push_str("{\"successes\":[");
-    let mut e = Error::new(
-        Status::KUZZLE_ERR_INTERNAL,
-        "libkuzzle bug (please report it): a request's results were lost; every document \
-         is reported in doubt",
-    );
-    e.in_doubt = true;
     let every: Vec<Doc> = (0..docs.len()).map(|i| docs.doc(i)).collect();
-    all.fail(&every, e);
+    all.fail(&every, lost_results());
     finish(all, secrets)
 }

@@ -5,6 +5,21 @@ use super::index::Doc;
 use crate::error::{push_json_str, Error};
 use std::borrow::Cow;
 
+/// One document's outcome, for a caller that takes them as values (the
+/// producer) rather than as the result's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Stored {
+        version: Option<u64>,
+        created: Option<bool>,
+    },
+    Failed {
+        status: u16,
+        reason: String,
+        in_doubt: bool,
+    },
+}
+
 /// What one request contributed to the result: JSON items already written.
 /// Strings, not bytes: every piece is a slice of valid text (the caller's
 /// documents, Kuzzle's answer, our own), so the result needs no UTF-8 pass.
@@ -18,6 +33,9 @@ pub(super) struct Fragment {
     pub(super) n_in_doubt: usize,
     /// The first whole-request failure, if any.
     pub(super) failure: Option<Error>,
+    /// Typed: each document's verdict with its position in the call
+    /// (`Doc::i`), in place of the JSON items.
+    pub(super) verdicts: Option<Vec<(usize, Verdict)>>,
 }
 
 /// A fragment's lengths and counts at one moment.
@@ -27,9 +45,53 @@ pub(super) struct Mark {
     errors: usize,
     n_error: usize,
     n_in_doubt: usize,
+    verdicts: usize,
 }
 
 impl Fragment {
+    /// A fragment that keeps verdicts instead of JSON.
+    pub(super) fn typed() -> Fragment {
+        Fragment {
+            verdicts: Some(Vec::new()),
+            ..Fragment::default()
+        }
+    }
+
+    /// An empty fragment of the same kind.
+    pub(super) fn blank(&self) -> Fragment {
+        match self.verdicts {
+            Some(_) => Fragment::typed(),
+            None => Fragment::default(),
+        }
+    }
+
+    /// Typed: records a failure (and counts it); false: write the JSON.
+    fn typed_failure(
+        &mut self,
+        at: Option<usize>,
+        status: u16,
+        reason: &str,
+        in_doubt: bool,
+    ) -> bool {
+        let Some(verdicts) = self.verdicts.as_mut() else {
+            return false;
+        };
+        self.n_error += 1;
+        self.n_in_doubt += in_doubt as usize;
+        if let Some(at) = at {
+            let reason = reason.to_string();
+            verdicts.push((
+                at,
+                Verdict::Failed {
+                    status,
+                    reason,
+                    in_doubt,
+                },
+            ));
+        }
+        true
+    }
+
     fn open(buf: &mut String, n: &mut usize) {
         if *n > 0 {
             buf.push(',');
@@ -54,26 +116,48 @@ impl Fragment {
         });
     }
 
+    /// An error item about `document`, whose position is unknown (a door
+    /// rejection: typed fragments have none).
     pub(super) fn error(&mut self, document: &str, status: u16, reason: &str, in_doubt: bool) {
+        if self.typed_failure(None, status, reason, in_doubt) {
+            return;
+        }
         let mut r = String::with_capacity(reason.len() + 2);
         push_json_str(&mut r, reason);
         self.error_raw(document, status, &r, in_doubt);
     }
 
     pub(super) fn doc_error(&mut self, doc: &Doc, status: u16, reason: &str, in_doubt: bool) {
-        self.error(&doc.text(), status, reason, in_doubt);
+        if self.typed_failure(Some(doc.i), status, reason, in_doubt) {
+            return;
+        }
+        let mut r = String::with_capacity(reason.len() + 2);
+        push_json_str(&mut r, reason);
+        self.error_raw(&doc.text(), status, &r, in_doubt);
     }
 
     /// One success; `version` is the number's JSON text; no `source`: the
     /// caller asked for none. Without Kuzzle's `created` (2.56 sends none),
     /// it is derived as `_version == 1`.
+    /// `at`: the document's position (`Doc::i`), None when the answer
+    /// could not be matched (then rolled back).
     pub(super) fn success(
         &mut self,
+        at: Option<usize>,
         id: &str,
         version: Option<&str>,
         source: Option<&str>,
         created: Option<bool>,
     ) {
+        if let Some(verdicts) = self.verdicts.as_mut() {
+            self.n_success += 1;
+            if let Some(at) = at {
+                let created = created.or(version.map(|v| v == "1"));
+                let version = version.and_then(|v| v.parse().ok());
+                verdicts.push((at, Verdict::Stored { version, created }));
+            }
+            return;
+        }
         Self::open(&mut self.successes, &mut self.n_success);
         let s = &mut self.successes;
         s.push_str("{\"_id\":");
@@ -99,10 +183,14 @@ impl Fragment {
             errors: self.errors.len(),
             n_error: self.n_error,
             n_in_doubt: self.n_in_doubt,
+            verdicts: self.verdicts.as_ref().map_or(0, Vec::len),
         }
     }
 
     pub(super) fn rollback(&mut self, mark: Mark) {
+        if let Some(v) = self.verdicts.as_mut() {
+            v.truncate(mark.verdicts);
+        }
         self.successes.truncate(mark.successes);
         self.n_success = mark.n_success;
         self.errors.truncate(mark.errors);
@@ -114,10 +202,22 @@ impl Fragment {
     /// doubt.
     pub(super) fn kuzzle_error(
         &mut self,
+        at: Option<usize>,
         document: &str,
         status: Option<u16>,
         reason: Option<&str>,
     ) {
+        if self.verdicts.is_some() {
+            let reason = match reason {
+                Some(r) if r.starts_with('"') => {
+                    serde_json::from_str::<String>(r).map_or(Cow::Borrowed(r), Cow::Owned)
+                }
+                Some(r) => Cow::Borrowed(r),
+                None => Cow::Borrowed("rejected by Kuzzle"),
+            };
+            self.typed_failure(at, status.unwrap_or(400), &reason, false);
+            return;
+        }
         let reason = match reason {
             Some(r) if r.starts_with('"') => Cow::Borrowed(r),
             Some(r) => Cow::Owned(serde_json::to_string(r).unwrap_or_default()),
@@ -162,15 +262,19 @@ impl Fragment {
                 &mut other.n_error,
             ),
         ] {
-            if *m > 0 {
-                if *n > 0 {
+            // Typed fragments have counts and no text.
+            if *m > 0 && !theirs.is_empty() {
+                if !mine.is_empty() && *n > 0 {
                     mine.push(',');
                 }
                 mine.push_str(theirs);
-                *n += *m;
             }
+            *n += *m;
             theirs.clear();
             *m = 0;
+        }
+        if let (Some(mine), Some(theirs)) = (self.verdicts.as_mut(), other.verdicts.as_mut()) {
+            mine.append(theirs);
         }
         self.n_in_doubt += std::mem::take(&mut other.n_in_doubt);
         let failure = other.failure.take();

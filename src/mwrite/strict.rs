@@ -123,7 +123,7 @@ pub(super) fn strict_partial(
             match found {
                 Some(k) => {
                     failed[k] = true;
-                    e.push_to(out);
+                    e.push_to(out, Some(docs[k].i));
                 }
                 None => unmatched += 1,
             }
@@ -148,7 +148,7 @@ pub(super) fn strict_partial(
     for (doc, failed) in docs.iter().zip(failed) {
         if !failed {
             let source = with_source.then_some(doc.body());
-            out.success(&doc.id_json(), None, source, None);
+            out.success(Some(doc.i), &doc.id_json(), None, source, None);
         }
     }
 }

@@ -6,11 +6,11 @@
 use super::store::Item;
 use super::{Report, Shared, State};
 use crate::config::WriteOptions;
-use crate::spool::{Outcome, ReportedDoc};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::collections::{HashMap, HashSet};
+use crate::mwrite::Verdict;
+use crate::spool::{Outcome, ReportedDoc, StoredDoc, Target};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pause after a batch that got nothing through, doubled up to the
@@ -31,20 +31,25 @@ pub(super) fn run(shared: &Shared) {
 fn deliver_all(shared: &Shared) {
     let mut pause = Duration::ZERO;
     while let Some(batch) = next_batch(shared, pause) {
-        let first = batch.first().map_or(0, |i| i.seq);
-        let last = batch.last().map_or(0, |i| i.seq);
-        let (finals, retry) = deliver(shared, batch);
-        {
+        let first = batch.first().map_or(0, Item::seq);
+        let last = batch.last().map_or(0, Item::seq);
+        let fates = deliver(shared, &batch);
+        let batch = {
             let mut state = shared.lock();
             if state.abandoned {
                 // Memory mode, closed: close reported these already.
                 break;
             }
             state.reporting = true;
-        }
+            state.in_flight_batch = None;
+            batch
+        };
+        // Close shares the batch only when it abandons it (above).
+        let items = Arc::try_unwrap(batch).unwrap_or_else(|kept| (*kept).clone());
+        let (finals, retry) = settle(items, fates);
         let delivered_some = finals.iter().any(|r| r.ok);
         let retried = retry.len();
-        let retried_min = retry.first().map(|i| i.seq);
+        let retried_min = retry.first().map(Item::seq);
         let retried_bytes: usize = retry.iter().map(Item::size).sum();
         if !retry.is_empty() {
             shared.store.put_back(retry);
@@ -61,7 +66,6 @@ fn deliver_all(shared: &Shared) {
         let mut state = shared.lock();
         state.in_flight = 0;
         state.reporting = false;
-        state.in_flight_meta.clear();
         state.waiting += retried;
         state.waiting_bytes += retried_bytes;
         if retried > 0 {
@@ -72,6 +76,32 @@ fn deliver_all(shared: &Shared) {
         drop(state);
         shared.progress.notify_all();
     }
+}
+
+/// The documents of a batch turned into their final reports, in seq
+/// order, and those to try again.
+fn settle(items: Vec<Item>, fates: Vec<Fate>) -> (Vec<Report>, Vec<Item>) {
+    let mut finals = Vec::with_capacity(items.len());
+    let mut retry = Vec::new();
+    for (mut item, fate) in items.into_iter().zip(fates) {
+        match fate {
+            Fate::Stored { version, created } => finals.push(Report {
+                version,
+                created,
+                ..report_for(item, true, 200)
+            }),
+            Fate::Failed {
+                status,
+                reason,
+                in_doubt,
+            } => finals.push(failure(item, status, reason, in_doubt)),
+            Fate::Again { in_doubt } => {
+                item.sent_in_doubt |= in_doubt;
+                retry.push(item);
+            }
+        }
+    }
+    (finals, retry)
 }
 
 /// Every seq below it has its final report: the lowest one put back, else
@@ -120,7 +150,7 @@ fn pause_for<'s>(
 }
 
 /// The next batch once one is due; None when closing.
-fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
+fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
     let c = &shared.config;
     // Nothing got through: wait (a close ends the wait).
     let mut state = pause_for(shared, shared.lock(), pause);
@@ -160,7 +190,7 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
             // A spool that cannot be read now (an I/O error): the documents
             // stay counted; try again after a pause (a close ends it).
             drop(pause_for(shared, shared.lock(), FIRST_PAUSE));
-            return Some(Vec::new());
+            return Some(Arc::default());
         }
     };
     let bytes: usize = items.iter().map(Item::size).sum();
@@ -174,140 +204,161 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Vec<Item>> {
         state.waiting_bytes -= bytes.min(state.waiting_bytes);
     }
     state.in_flight = items.len();
-    state.in_flight_meta = items
-        .iter()
-        .map(|i| {
-            (
-                i.seq,
-                i.index.clone(),
-                i.collection.clone(),
-                i.id.clone(),
-                i.size(),
-            )
-        })
-        .collect();
     state.oldest = (state.waiting > 0).then(Instant::now);
     if let Some(first) = items.first() {
-        state.low_watermark = state.low_watermark.min(first.seq).max(1);
+        state.low_watermark = state.low_watermark.min(first.seq()).max(1);
+    }
+    let items = Arc::new(items);
+    // For a close that cannot wait for it (memory mode: with a spool the
+    // documents stay on disk).
+    if shared.store.spool().is_none() {
+        state.in_flight_batch = Some(items.clone());
     }
     Some(items)
 }
 
-/// Sends a batch; the final reports, and the documents to try again.
-fn deliver(shared: &Shared, batch: Vec<Item>) -> (Vec<Report>, Vec<Item>) {
-    let mut finals = Vec::with_capacity(batch.len());
-    let mut retry: Vec<Item> = Vec::new();
+/// What became of one document of a batch.
+enum Fate {
+    Stored {
+        version: Option<u64>,
+        created: Option<bool>,
+    },
+    /// Its final failure.
+    Failed {
+        status: u16,
+        reason: String,
+        in_doubt: bool,
+    },
+    /// To send again later (this attempt in doubt or not).
+    Again { in_doubt: bool },
+}
+
+/// Sends a batch: each document's fate, by position.
+fn deliver(shared: &Shared, batch: &[Item]) -> Vec<Fate> {
+    fn key(i: &Item) -> (&str, &str, &str) {
+        (i.doc.index(), i.doc.collection(), i.id())
+    }
+    let mut fates: Vec<Fate> = (0..batch.len())
+        .map(|_| Fate::Again { in_doubt: false })
+        .collect();
     // An `_id` put back is not sent again in this batch: a later version of
     // it stored now would be overwritten by the earlier one's resend.
-    let mut held: HashSet<(String, String, String)> = HashSet::new();
-    for group in requests(batch) {
+    let mut held: HashSet<(&str, &str, &str)> = HashSet::new();
+    for mut group in requests(batch) {
         if shared.lock().abandoned {
             // Memory mode, closed: close reported these already.
-            retry.extend(group);
             continue;
         }
-        let key = |i: &Item| (i.index.clone(), i.collection.clone(), i.id.clone());
-        let (wait, send): (Vec<Item>, Vec<Item>) =
-            group.into_iter().partition(|i| held.contains(&key(i)));
-        retry.extend(wait);
-        if send.is_empty() {
+        if !held.is_empty() {
+            group.retain(|&k| !held.contains(&key(&batch[k])));
+        }
+        if group.is_empty() {
             continue;
         }
-        let (f, r) = deliver_group(shared, send);
-        held.extend(r.iter().map(key));
-        finals.extend(f);
-        retry.extend(r);
+        deliver_group(shared, batch, &group, &mut fates);
+        held.extend(
+            group
+                .iter()
+                .filter(|&&k| matches!(fates[k], Fate::Again { .. }))
+                .map(|&k| key(&batch[k])),
+        );
     }
-    retry.sort_by_key(|i| i.seq);
-    (finals, retry)
+    fates
 }
 
-/// The batch cut into requests of one index and collection each, in seq
-/// order, with each `_id` at most once per request (two versions of one
-/// document in one request could be stored in either order).
-fn requests(batch: Vec<Item>) -> Vec<Vec<Item>> {
-    let mut groups: Vec<Vec<Item>> = Vec::new();
-    let mut ids: Vec<HashSet<String>> = Vec::new();
-    for item in batch {
-        let k = groups
-            .iter()
-            .position(|g| g[0].index == item.index && g[0].collection == item.collection);
-        match k {
-            Some(k) if !ids[k].contains(&item.id) => {
-                ids[k].insert(item.id.clone());
-                groups[k].push(item);
+/// Hashes ids for the duplicate check of `requests`: they are short and
+/// the application's own, where SipHash's resistance buys nothing.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The batch cut into requests of one index and collection each (the
+/// positions of their documents), in seq order, with each `_id` at most
+/// once per request (two versions of one document in one request could be
+/// stored in either order).
+fn requests(batch: &[Item]) -> Vec<Vec<usize>> {
+    // Local: cbindgen, which reads this crate, cannot read such an alias.
+    type IdSet<'a> = HashSet<&'a str, std::hash::BuildHasherDefault<IdHasher>>;
+    let mut groups: Vec<(Vec<usize>, IdSet)> = Vec::new();
+    for (k, item) in batch.iter().enumerate() {
+        let target = &item.doc.target;
+        let same = |g: &(Vec<usize>, IdSet)| {
+            let t = &batch[g.0[0]].doc.target;
+            Arc::ptr_eq(t, target) || t == target
+        };
+        match groups.iter().rposition(same) {
+            Some(g) if !groups[g].1.contains(item.id()) => {
+                groups[g].1.insert(item.id());
+                groups[g].0.push(k);
             }
             _ => {
-                ids.push(HashSet::from([item.id.clone()]));
-                groups.push(vec![item]);
+                let mut ids = IdSet::default();
+                ids.reserve(batch.len() - k);
+                ids.insert(item.id());
+                groups.push((vec![k], ids));
             }
         }
     }
-    groups
+    groups.into_iter().map(|(g, _)| g).collect()
 }
 
-fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) {
+/// Sends the documents of `batch` at `group` (one target) in one mWrite,
+/// and writes their fates.
+fn deliver_group(shared: &Shared, batch: &[Item], group: &[usize], fates: &mut [Fate]) {
     let c = &shared.config;
-    let mut json =
-        String::with_capacity(group.iter().map(|i| i.id.len() + i.body.len() + 20).sum());
-    json.push('[');
-    for (k, item) in group.iter().enumerate() {
-        if k > 0 {
-            json.push(',');
-        }
-        json.push_str("{\"_id\":");
-        json.push_str(&item.id);
-        json.push_str(",\"body\":");
-        json.push_str(&item.body);
-        json.push('}');
-    }
-    json.push(']');
     let options = WriteOptions {
         wait_for_refresh: c.wait_for_refresh,
         notify: c.notify,
         strict: false,
         source: false,
     };
-    let (index, collection) = (group[0].index.clone(), group[0].collection.clone());
+    let docs: Vec<(&str, &str)> = group
+        .iter()
+        .map(|&k| (batch[k].id(), batch[k].doc.body()))
+        .collect();
+    let target = &batch[group[0]].doc.target;
     let outcome = shared
         .client
-        .mwrite_once(&index, &collection, &json, &options);
-    let json = match outcome {
-        Ok(o) => o.json,
+        .mwrite_checked(&target.index, &target.collection, &docs, &options);
+    let verdicts = match outcome {
+        Ok(o) => o.verdicts,
         // The call refused whole (an index name Kuzzle cannot take...):
         // every document's final failure.
         Err(e) => {
-            let reports = group
-                .into_iter()
-                .map(|item| failure(item, e.http, &e.message, e.in_doubt))
-                .collect();
-            return (reports, Vec::new());
+            for &k in group {
+                fates[k] = Fate::Failed {
+                    status: e.http,
+                    reason: e.message.clone(),
+                    in_doubt: e.in_doubt || batch[k].sent_in_doubt,
+                };
+            }
+            return;
         }
     };
-    let verdicts = match serde_json::from_str::<Written>(&json) {
-        Ok(written) => verdicts(&group, written),
-        // Cannot happen (the engine writes it): all sent again.
-        Err(_) => (0..group.len()).map(|_| None).collect(),
-    };
-    let mut finals = Vec::with_capacity(group.len());
-    let mut retry = Vec::new();
-    for (item, verdict) in group.into_iter().zip(verdicts) {
-        match verdict {
-            Some(Verdict::Stored(version, created)) => finals.push(Report {
-                held: item.size(),
-                seq: item.seq,
-                index: item.index,
-                collection: item.collection,
-                id: item.id,
-                ok: true,
-                status: 200,
-                version,
-                created,
-                reason: None,
-                in_doubt: false,
-                redelivered: false,
-            }),
-            Some(Verdict::Failed(status, reason, in_doubt)) => {
+    let mut verdicts = verdicts.into_iter();
+    for &k in group {
+        let item = &batch[k];
+        fates[k] = match verdicts.next().flatten() {
+            Some(Verdict::Stored { version, created }) => Fate::Stored { version, created },
+            Some(Verdict::Failed {
+                status,
+                reason,
+                in_doubt,
+            }) => {
                 // Out of reach, refused for now or in doubt: the same
                 // document, same id, goes again later; with a spool it
                 // waits as long as the disk holds it. So do refusals of
@@ -318,115 +369,54 @@ fn deliver_group(shared: &Shared, group: Vec<Item>) -> (Vec<Report>, Vec<Item>) 
                     in_doubt || matches!(status, 0 | 401 | 403 | 404 | 412 | 429 | 502..=504);
                 let expired = shared.store.spool().is_none()
                     && item.accepted.elapsed() >= shared.config.delivery_timeout;
-                let mut item = item;
-                item.sent_in_doubt |= in_doubt;
-                if again && !expired {
-                    retry.push(item);
-                } else {
-                    let in_doubt = item.sent_in_doubt;
-                    finals.push(failure(item, status, &reason, in_doubt));
+                match again && !expired {
+                    true => Fate::Again { in_doubt },
+                    false => Fate::Failed {
+                        status,
+                        reason,
+                        in_doubt: in_doubt || item.sent_in_doubt,
+                    },
                 }
             }
             // Not in the result (cannot happen: every document is): sent
             // again, it is harmless with its id.
-            None => retry.push(item),
-        }
+            None => Fate::Again { in_doubt: false },
+        };
     }
-    (finals, retry)
 }
 
-/// The engine's result, with `source: false`: only what a report needs.
-#[derive(Deserialize)]
-struct Written<'a> {
-    #[serde(borrow)]
-    successes: Vec<Stored<'a>>,
-    #[serde(borrow)]
-    errors: Vec<Refused<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Stored<'a> {
-    #[serde(borrow, rename = "_id")]
-    id: &'a RawValue,
-    #[serde(default, rename = "_version")]
-    version: Option<u64>,
-    #[serde(default)]
-    created: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Refused<'a> {
-    #[serde(borrow)]
-    document: Named<'a>,
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default, rename = "inDoubt")]
-    in_doubt: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Named<'a> {
-    #[serde(borrow, default, rename = "_id")]
-    id: Option<&'a RawValue>,
-}
-
-/// Whether two `_id` literals name the same id.
-fn same_id(a: &str, b: &str) -> bool {
-    a == b
-        || ((a.contains('\\') || b.contains('\\'))
-            && serde_json::from_str::<String>(a).ok() == serde_json::from_str::<String>(b).ok())
-}
-
-/// Each document's verdict: successes come in the order sent (a cursor),
-/// errors by their `_id` (each `_id` is once in a request).
-fn verdicts(group: &[Item], written: Written) -> Vec<Option<Verdict>> {
-    let mut errors: HashMap<String, Refused> = written
-        .errors
-        .into_iter()
-        .filter_map(|e| {
-            let id = serde_json::from_str::<String>(e.document.id?.get()).ok()?;
-            Some((id, e))
-        })
-        .collect();
-    let mut successes = written.successes.into_iter().peekable();
-    group
-        .iter()
-        .map(|item| {
-            if let Some(s) = successes.next_if(|s| same_id(s.id.get(), &item.id)) {
-                return Some(Verdict::Stored(s.version, s.created));
-            }
-            let id = serde_json::from_str::<String>(&item.id).ok()?;
-            let e = errors.remove(&id)?;
-            Some(Verdict::Failed(
-                e.status.unwrap_or(0),
-                e.reason.unwrap_or_default(),
-                e.in_doubt.unwrap_or(true),
-            ))
-        })
-        .collect()
-}
-
-enum Verdict {
-    Stored(Option<u64>, Option<bool>),
-    Failed(u16, String, bool),
-}
-
-pub(super) fn failure(item: Item, status: u16, reason: &str, in_doubt: bool) -> Report {
+/// A report about `item`, its outcome to fill in: no version, no reason.
+fn report_for(item: Item, ok: bool, status: u16) -> Report {
+    let held = item.size();
+    let StoredDoc {
+        seq,
+        target,
+        text,
+        id_len,
+    } = item.doc;
+    // The `_id` alone, in the text's allocation (shrunk in place).
+    let mut id = String::from(text);
+    id.truncate(id_len as usize);
     Report {
-        held: item.size(),
-        seq: item.seq,
-        index: item.index,
-        collection: item.collection,
-        id: item.id,
-        ok: false,
+        held,
+        seq,
+        target,
+        id: id.into_boxed_str(),
+        ok,
         status,
         version: None,
         created: None,
-        reason: Some(reason.to_string()),
-        in_doubt,
+        reason: None,
+        in_doubt: false,
         redelivered: false,
+    }
+}
+
+pub(super) fn failure(item: Item, status: u16, reason: String, in_doubt: bool) -> Report {
+    Report {
+        reason: Some(reason),
+        in_doubt,
+        ..report_for(item, false, status)
     }
 }
 
@@ -469,18 +459,20 @@ fn outcome_of(r: &Report) -> Outcome {
 }
 
 /// A report from the spool's memory of it (after a reopen).
-pub(super) fn report_of(doc: &ReportedDoc, o: &Outcome, redelivered: bool) -> Report {
+pub(super) fn report_of(doc: ReportedDoc, o: Outcome, redelivered: bool) -> Report {
     Report {
         held: 0,
         seq: doc.seq,
-        index: doc.index.clone(),
-        collection: doc.collection.clone(),
-        id: doc.id.clone(),
+        target: Arc::new(Target {
+            index: doc.index,
+            collection: doc.collection,
+        }),
+        id: doc.id.into_boxed_str(),
         ok: o.ok,
         status: o.status,
         version: o.version,
         created: o.created,
-        reason: o.reason.clone(),
+        reason: o.reason,
         in_doubt: o.in_doubt,
         redelivered,
     }

@@ -16,7 +16,7 @@ pub(crate) use reports::{json_array, Report};
 use crate::client::Client;
 use crate::config::{ProducerConfig, SpoolSync, WhenFull};
 use crate::error::{Error, Result, Status};
-use crate::mwrite::check_documents;
+use crate::mwrite::{check_document, check_documents};
 use crate::spool::{Spool, SpoolConfig, SpoolError, SyncMode};
 use reports::Reports;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,9 +76,9 @@ struct State {
     read_upto: u64,
     /// Seqs of the reports handed out by the last poll.
     handed: Vec<u64>,
-    /// What the batch in flight is about (seq, index, collection, id), for
-    /// a close that cannot wait for it.
-    in_flight_meta: Vec<(u64, String, String, String, usize)>,
+    /// Memory mode: the batch in flight, for a close that cannot wait for
+    /// it.
+    in_flight_batch: Option<Arc<Vec<Item>>>,
     /// The delivery thread is turning a batch's results into reports.
     reporting: bool,
     /// Memory mode: close reported the batch in flight; its outcome is
@@ -123,7 +123,7 @@ impl Producer {
                 reports.push(
                     redeliveries
                         .into_iter()
-                        .map(|r| deliver::report_of(&r.doc, &r.outcome, true))
+                        .map(|r| deliver::report_of(r.doc, r.outcome, true))
                         .collect(),
                 );
                 Store::Spool(spool)
@@ -170,31 +170,41 @@ impl Producer {
             return Err(Error::invalid("index and collection must not be empty"));
         }
         let shared = &*self.shared;
-        let checked = check_documents(text, batch)?;
-        if checked.is_empty() {
-            return Ok((0, 0));
-        }
         // Ids given at acceptance, so that every resend (after a restart
-        // too: they are spooled) carries the same one.
-        let (prefix, first_id) = shared.client.next_ids(checked.len());
-        let docs: Vec<(String, &str)> = checked
-            .iter()
-            .enumerate()
-            .map(|(k, (id, body))| match *id {
-                "" => (Client::generated_id(prefix, first_id + k as u64), *body),
-                given => (given.to_string(), *body),
-            })
-            .collect();
+        // too: they are spooled) carries the same one. Each document as
+        // kept: its `_id` literal then its body, one allocation.
+        let (mut one, mut many);
+        let docs: &mut [(Box<str>, u32)] = match batch {
+            false => {
+                let (id, body) = check_document(text)?;
+                let (prefix, first_id) = shared.client.next_ids(1);
+                one = [kept(prefix, first_id, id, body)];
+                &mut one
+            }
+            true => {
+                let checked = check_documents(text, batch)?;
+                if checked.is_empty() {
+                    return Ok((0, 0));
+                }
+                let (prefix, first_id) = shared.client.next_ids(checked.len());
+                many = checked
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (id, body))| kept(prefix, first_id + k as u64, id, body))
+                    .collect::<Vec<_>>();
+                &mut many
+            }
+        };
         // As `Item::size` counts them (released with their reports).
         let bytes: usize = docs
             .iter()
-            .map(|(id, body)| index.len() + collection.len() + id.len() + body.len() + 64)
+            .map(|(text, _)| index.len() + collection.len() + text.len() + 64)
             .sum();
         let n = docs.len();
         self.admit(n, bytes)?;
         let deadline = Instant::now() + shared.config.block_timeout;
         let first = loop {
-            let appended = shared.store.append(index, collection, &docs, |n| {
+            let appended = shared.store.append(index, collection, docs, |n| {
                 shared.next_seq.fetch_add(n as u64, Ordering::Relaxed)
             });
             match appended {
@@ -454,14 +464,18 @@ impl Producer {
     fn stop(&self, timeout: Duration, wanted: bool) -> Vec<Report> {
         let shared = &*self.shared;
         let deadline = Instant::now() + timeout;
-        let _ = self.flush(timeout);
+        // No time to wait: starting a request now would only leave its
+        // documents in doubt (memory mode) instead of plainly not sent.
+        if !timeout.is_zero() {
+            let _ = self.flush(timeout);
+        }
         let mut state = shared.lock();
         state.closing = true;
         shared.wake.notify_all();
         // A thread that is not sending ends at once (it only waits on
         // what `closing` interrupts); one with a request in flight gets
         // what is left of the timeout.
-        let mut abandoned = Vec::new();
+        let mut abandoned = None;
         while !state.done {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() && state.in_flight > 0 && !state.reporting {
@@ -470,7 +484,7 @@ impl Producer {
                 // reported here, in doubt, and its outcome is dropped.
                 if shared.store.spool().is_none() {
                     state.abandoned = true;
-                    abandoned = std::mem::take(&mut state.in_flight_meta);
+                    abandoned = state.in_flight_batch.take();
                 }
                 break;
             }
@@ -493,7 +507,7 @@ impl Producer {
         let _ = shared.store.consumed(&handed);
         if shared.store.spool().is_none() {
             let left = shared.store.drop_oldest(usize::MAX);
-            let mut reports = in_doubt_reports(abandoned);
+            let mut reports = in_doubt_reports(abandoned.as_deref());
             reports.extend(closed_reports(left));
             deliver::finish(shared, reports);
         }
@@ -511,6 +525,34 @@ impl Shared {
         // Counters are updated whole under the lock: a panic leaves them so.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A document as the producer keeps it: its `_id` literal (`id`, or
+/// generated from `prefix` and counter value `n` when `id` is "") then its
+/// body, in one allocation; and the literal's length.
+fn kept(prefix: &str, n: u64, id: &str, body: &str) -> (Box<str>, u32) {
+    let mut digits = [0; 11];
+    let digits = match id {
+        "" => crate::client::base62(n, &mut digits),
+        _ => &[],
+    };
+    let id_len = match id {
+        "" => prefix.len() + digits.len() + 2,
+        given => given.len(),
+    };
+    let mut text = String::with_capacity(id_len + body.len());
+    match id {
+        "" => {
+            text.push('"');
+            text.push_str(prefix);
+            // Base-62 digits are ASCII.
+            text.extend(digits.iter().map(|&b| b as char));
+            text.push('"');
+        }
+        given => text.push_str(given),
+    }
+    text.push_str(body);
+    (text.into_boxed_str(), id_len as u32)
 }
 
 fn queue_full(why: &str) -> Error {
@@ -541,26 +583,13 @@ fn closed_reports(items: Vec<Item>) -> Vec<Report> {
 }
 
 /// Documents whose request was in flight when the producer closed.
-fn in_doubt_reports(meta: Vec<(u64, String, String, String, usize)>) -> Vec<Report> {
-    meta.into_iter()
-        .map(|(seq, index, collection, id, held)| Report {
-            held,
-            seq,
-            index,
-            collection,
-            id,
-            ok: false,
-            status: 0,
-            version: None,
-            created: None,
-            reason: Some(
-                "the producer was closed while its request was in flight: it may or may not \
-                 have been written"
-                    .into(),
-            ),
-            in_doubt: true,
-            redelivered: false,
-        })
+fn in_doubt_reports(batch: Option<&Vec<Item>>) -> Vec<Report> {
+    let reason = "the producer was closed while its request was in flight: it may or may not \
+                  have been written";
+    batch
+        .into_iter()
+        .flatten()
+        .map(|item| deliver::failure(item.clone(), 0, reason.into(), true))
         .collect()
 }
 
@@ -575,7 +604,7 @@ fn failed_reports(items: Vec<Item>, status: u16, reason: &str) -> Vec<Report> {
                 true => format!("{reason}; an earlier attempt may or may not have written it"),
                 false => format!("{reason}: not sent"),
             };
-            deliver::failure(item, status, &reason, in_doubt)
+            deliver::failure(item, status, reason, in_doubt)
         })
         .collect()
 }

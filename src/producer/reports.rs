@@ -2,9 +2,11 @@
 //! the application's `poll`, with a file descriptor that is readable while
 //! some wait (for an event loop that has no thread to spare).
 
+use crate::spool::Target;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,10 +14,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
     pub seq: u64,
-    pub index: String,
-    pub collection: String,
+    /// Its index and collection.
+    pub target: Arc<Target>,
     /// The `_id` as a JSON string literal.
-    pub id: String,
+    pub id: Box<str>,
     pub ok: bool,
     /// HTTP status for a failure (0: no HTTP answer).
     pub status: u16,
@@ -40,22 +42,34 @@ impl Report {
         !self.ok && self.status == DROPPED
     }
 
-    /// Appends the report as a JSON object.
-    pub fn write_json(&self, out: &mut String) {
+    /// Appends the report as a JSON object. `last`: the target of the
+    /// report before and its `,"index":…,"collection":…` text, reused while
+    /// the target stays the same (reports of a batch share theirs).
+    fn write_json(&self, out: &mut String, last: &mut Option<(Arc<Target>, String)>) {
         use crate::error::push_json_str;
         out.push_str("{\"seq\":");
-        out.push_str(&self.seq.to_string());
-        out.push_str(",\"index\":");
-        push_json_str(out, &self.index);
-        out.push_str(",\"collection\":");
-        push_json_str(out, &self.collection);
+        push_u64(out, self.seq);
+        match last {
+            Some((t, text)) if Arc::ptr_eq(t, &self.target) => out.push_str(text),
+            _ => {
+                let mut text = String::from(",\"index\":");
+                push_json_str(&mut text, &self.target.index);
+                text.push_str(",\"collection\":");
+                push_json_str(&mut text, &self.target.collection);
+                out.push_str(&text);
+                *last = Some((self.target.clone(), text));
+            }
+        }
         out.push_str(",\"_id\":");
         // Empty: a redelivered report whose document's record was lost to
         // damage (the spool counts it).
         out.push_str(if self.id.is_empty() { "null" } else { &self.id });
         if self.ok {
             out.push_str(",\"ok\":true,\"_version\":");
-            out.push_str(&self.version.map_or("null".into(), |v| v.to_string()));
+            match self.version {
+                Some(v) => push_u64(out, v),
+                None => out.push_str("null"),
+            }
             out.push_str(match self.created {
                 Some(true) => ",\"created\":true",
                 Some(false) => ",\"created\":false",
@@ -63,7 +77,7 @@ impl Report {
             });
         } else {
             out.push_str(",\"ok\":false,\"status\":");
-            out.push_str(&self.status.to_string());
+            push_u64(out, self.status.into());
             out.push_str(",\"reason\":");
             push_json_str(out, self.reason.as_deref().unwrap_or(""));
             out.push_str(match self.in_doubt {
@@ -78,15 +92,32 @@ impl Report {
     }
 }
 
+/// Appends `n` in decimal (no allocation, unlike `to_string`).
+fn push_u64(out: &mut String, mut n: u64) {
+    if n < 10 {
+        return out.push((b'0' + n as u8) as char);
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while n > 0 {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+}
+
 /// `[report, ...]`.
 pub(crate) fn json_array(reports: &[Report]) -> String {
     let mut out = String::with_capacity(2 + reports.len() * 120);
+    let mut last = None;
     out.push('[');
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        r.write_json(&mut out);
+        r.write_json(&mut out, &mut last);
     }
     out.push(']');
     out

@@ -1,22 +1,16 @@
 //! Where accepted documents wait for delivery: in memory, or in the
 //! on-disk spool (which then also keeps their outcomes until consumed).
 
-use crate::spool::{NewDoc, Outcome, Spool, SpoolError, StoredDoc};
+use crate::spool::{NewDoc, Outcome, Spool, SpoolError, StoredDoc, Target};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// One accepted document.
+/// One accepted document: the spool's form of it (seq, target, `_id`
+/// literal and body in one text) and what delivery keeps of its attempts.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    pub seq: u64,
-    pub index: String,
-    pub collection: String,
-    /// The `_id` as a JSON string literal (given, or generated at
-    /// acceptance).
-    pub id: String,
-    /// The body's JSON text.
-    pub body: String,
+    pub doc: StoredDoc,
     /// When it was accepted in this process (the delivery timeout of
     /// memory mode counts from here).
     pub accepted: Instant,
@@ -25,52 +19,56 @@ pub(crate) struct Item {
 }
 
 impl Item {
-    /// Bytes it holds, for the queue's bound.
-    pub fn size(&self) -> usize {
-        self.index.len() + self.collection.len() + self.id.len() + self.body.len() + 64
+    pub fn seq(&self) -> u64 {
+        self.doc.seq
     }
 
-    fn from_stored(d: StoredDoc) -> Item {
+    /// The `_id` as a JSON string literal (given, or generated at acceptance).
+    pub fn id(&self) -> &str {
+        self.doc.id()
+    }
+
+    /// Bytes it holds, for the queue's bound.
+    pub fn size(&self) -> usize {
+        let d = &self.doc;
+        d.index().len() + d.collection().len() + d.text.len() + 64
+    }
+
+    fn from_stored(doc: StoredDoc) -> Item {
         Item {
-            seq: d.seq,
-            index: d.index,
-            collection: d.collection,
-            id: d.id,
-            body: d.body,
+            doc,
             accepted: Instant::now(),
             sent_in_doubt: false,
         }
     }
+}
 
-    fn to_stored(&self) -> StoredDoc {
-        StoredDoc {
-            seq: self.seq,
-            index: self.index.clone(),
-            collection: self.collection.clone(),
-            id: self.id.clone(),
-            body: self.body.clone(),
-        }
-    }
+/// Memory mode's queue, and the target of the last document put in it.
+#[derive(Default)]
+pub(crate) struct Queue {
+    items: VecDeque<Item>,
+    last: Option<Arc<Target>>,
 }
 
 pub(crate) enum Store {
-    Memory(Mutex<VecDeque<Item>>),
+    Memory(Mutex<Queue>),
     Spool(Spool),
 }
 
 impl Store {
-    fn queue(q: &Mutex<VecDeque<Item>>) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
+    fn queue(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
         // Items are pushed and taken whole.
         q.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `docs` (index, collection, id literal, body), seqs from
-    /// `next_seq` in memory mode (the spool numbers its own): the first seq.
+    /// Keeps `docs` (each its `_id` literal then its body, and the
+    /// literal's length; memory mode takes them, the spool copies), seqs from `next_seq` in memory mode (the spool
+    /// numbers its own): the first seq.
     pub fn append(
         &self,
         index: &str,
         collection: &str,
-        docs: &[(String, &str)],
+        docs: &mut [(Box<str>, u32)],
         next_seq: impl FnOnce(usize) -> u64,
     ) -> Result<u64, SpoolError> {
         match self {
@@ -78,15 +76,18 @@ impl Store {
                 // Numbered under the queue's lock: the queue stays in seq
                 // order, which the flush's watermark relies on.
                 let mut q = Store::queue(q);
+                let q = &mut *q;
                 let first = next_seq(docs.len());
                 let now = Instant::now();
-                for (k, (id, body)) in docs.iter().enumerate() {
-                    q.push_back(Item {
-                        seq: first + k as u64,
-                        index: index.to_string(),
-                        collection: collection.to_string(),
-                        id: id.clone(),
-                        body: body.to_string(),
+                let target = Target::shared(&mut q.last, index, collection);
+                for (k, (text, id_len)) in docs.iter_mut().enumerate() {
+                    q.items.push_back(Item {
+                        doc: StoredDoc {
+                            seq: first + k as u64,
+                            target: target.clone(),
+                            text: std::mem::take(text),
+                            id_len: *id_len,
+                        },
                         accepted: now,
                         sent_in_doubt: false,
                     });
@@ -96,11 +97,14 @@ impl Store {
             Store::Spool(spool) => {
                 let new: Vec<NewDoc> = docs
                     .iter()
-                    .map(|(id, body)| NewDoc {
-                        index,
-                        collection,
-                        id,
-                        body,
+                    .map(|(text, id_len)| {
+                        let (id, body) = text.split_at(*id_len as usize);
+                        NewDoc {
+                            index,
+                            collection,
+                            id,
+                            body,
+                        }
                     })
                     .collect();
                 spool.append(&new)
@@ -115,13 +119,13 @@ impl Store {
                 let mut q = Store::queue(q);
                 let mut out = Vec::new();
                 let mut bytes = 0;
-                while let Some(item) = q.front() {
+                while let Some(item) = q.items.front() {
                     if out.len() >= max_docs || (!out.is_empty() && bytes + item.size() > max_bytes)
                     {
                         break;
                     }
                     bytes += item.size();
-                    out.extend(q.pop_front());
+                    out.extend(q.items.pop_front());
                 }
                 Ok(out)
             }
@@ -139,10 +143,10 @@ impl Store {
             Store::Memory(q) => {
                 let mut q = Store::queue(q);
                 for item in items.into_iter().rev() {
-                    q.push_front(item);
+                    q.items.push_front(item);
                 }
             }
-            Store::Spool(spool) => spool.requeue(items.iter().map(Item::to_stored).collect()),
+            Store::Spool(spool) => spool.requeue(items.into_iter().map(|i| i.doc).collect()),
         }
     }
 
@@ -152,8 +156,8 @@ impl Store {
         match self {
             Store::Memory(q) => {
                 let mut q = Store::queue(q);
-                let n = n.min(q.len());
-                q.drain(..n).collect()
+                let n = n.min(q.items.len());
+                q.items.drain(..n).collect()
             }
             Store::Spool(_) => Vec::new(),
         }
@@ -179,7 +183,7 @@ impl Store {
     /// The lowest seq waiting in memory mode; None when empty or spooled.
     pub fn front_seq(&self) -> Option<u64> {
         match self {
-            Store::Memory(q) => Store::queue(q).front().map(|i| i.seq),
+            Store::Memory(q) => Store::queue(q).items.front().map(Item::seq),
             Store::Spool(_) => None,
         }
     }

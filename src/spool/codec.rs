@@ -45,30 +45,83 @@ pub(super) struct DocRef<'a> {
     pub seq: u64,
     pub index: &'a str,
     pub collection: &'a str,
-    pub id: &'a str,
-    pub body: &'a str,
+    /// The `_id` literal then the body: adjacent in the record.
+    pub id_body: &'a str,
+    pub id_len: usize,
 }
 
-pub(super) fn decode_docs(payload: &[u8]) -> Option<Vec<DocRef<'_>>> {
+impl<'a> DocRef<'a> {
+    pub fn id(&self) -> &'a str {
+        &self.id_body[..self.id_len]
+    }
+    pub fn body(&self) -> &'a str {
+        &self.id_body[self.id_len..]
+    }
+}
+
+/// The documents of a DOCS payload, read one at a time without allocating.
+/// Its lengths are checked whole before the first is handed out; a
+/// document that is not UTF-8 (a CRC-valid record cannot be, short of a
+/// bug) ends the walk and sets `broken`.
+#[derive(Clone)]
+pub(super) struct Docs<'a> {
+    seq: u64,
+    left: u32,
+    r: Reader<'a>,
+    pub broken: bool,
+}
+
+/// `None`: not a DOCS payload as written.
+pub(super) fn docs(payload: &[u8]) -> Option<Docs<'_>> {
     let mut r = Reader(payload);
     let first = r.u64()?;
     let count = r.u32()?;
-    let mut out = Vec::with_capacity((count as usize).min(payload.len() / 16));
-    for i in 0..count as u64 {
+    first.checked_add(count as u64)?;
+    let docs = Docs {
+        seq: first,
+        left: count,
+        r: Reader(r.0),
+        broken: false,
+    };
+    for _ in 0..count {
         let lens = [r.u32()?, r.u32()?, r.u32()?, r.u32()?];
-        let index = r.str(lens[0])?;
-        let collection = r.str(lens[1])?;
-        let id = r.str(lens[2])?;
-        let body = r.str(lens[3])?;
-        out.push(DocRef {
-            seq: first.checked_add(i)?,
-            index,
-            collection,
-            id,
-            body,
-        });
+        r.take(lens.iter().map(|&l| l as usize).sum())?;
     }
-    r.0.is_empty().then_some(out)
+    r.0.is_empty().then_some(docs)
+}
+
+impl<'a> Iterator for Docs<'a> {
+    type Item = DocRef<'a>;
+
+    fn next(&mut self) -> Option<DocRef<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        let doc = self.read();
+        self.left -= 1;
+        self.seq += 1;
+        if doc.is_none() {
+            self.broken = true;
+            self.left = 0;
+        }
+        doc
+    }
+}
+
+impl<'a> Docs<'a> {
+    fn read(&mut self) -> Option<DocRef<'a>> {
+        let lens = [self.r.u32()?, self.r.u32()?, self.r.u32()?, self.r.u32()?];
+        let [a, b, c, d] = lens.map(|l| l as usize);
+        // One UTF-8 pass over the four, then cuts at char boundaries.
+        let all = std::str::from_utf8(self.r.take(a + b + c + d)?).ok()?;
+        Some(DocRef {
+            seq: self.seq,
+            index: all.get(..a)?,
+            collection: all.get(a..a + b)?,
+            id_body: all.get(a + b..)?,
+            id_len: all.get(a + b..a + b + c).map(str::len)?,
+        })
+    }
 }
 
 pub(super) fn outcomes_record(outcomes: &[&Outcome]) -> Vec<u8> {
@@ -155,6 +208,7 @@ fn put_u64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[derive(Clone)]
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {

@@ -86,11 +86,12 @@ pub(super) fn seal(buf: &mut [u8]) {
     buf[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
-pub(super) enum Step {
-    /// A valid record; the next one starts at `next`.
+pub(super) enum Step<'a> {
+    /// A valid record (its payload borrowed from the read-ahead); the next
+    /// one starts at `next`.
     Record {
         kind: u8,
-        payload: Vec<u8>,
+        payload: &'a [u8],
         next: u64,
     },
     /// Damage up to `next`, where a valid record starts.
@@ -100,15 +101,60 @@ pub(super) enum Step {
     End { at: u64 },
 }
 
-/// Reads the record at `at` in a file whose readable part ends at `end`.
-pub(super) fn read_step(file: &File, at: u64, end: u64) -> io::Result<Step> {
+/// What a reader read of one file, ahead of the record it wants: small
+/// records read one by one would cost two `pread`s each; this reads
+/// `READ_AHEAD` bytes at a time. Only bytes below the readable end at the
+/// time of the read are kept, and those never change (files are appended
+/// to, and cut only at or past that end), so what is kept stays right.
+#[derive(Default)]
+pub(super) struct ReadAhead {
+    /// The file the bytes are from (a segment's first seq, say).
+    file: Option<u64>,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+const READ_AHEAD: usize = 256 * 1024;
+
+impl ReadAhead {
+    /// Bytes `at..at + len` of `file` (known as `id`), which lie below `end`.
+    fn get(&mut self, id: u64, file: &File, at: u64, len: usize, end: u64) -> io::Result<&[u8]> {
+        let kept = self.file == Some(id)
+            && at >= self.start
+            && at + len as u64 <= self.start + self.buf.len() as u64;
+        if !kept {
+            let n = (len.max(READ_AHEAD) as u64).min(end - at) as usize;
+            self.file = None;
+            self.buf.resize(n, 0);
+            file.read_exact_at(&mut self.buf, at)?;
+            (self.file, self.start) = (Some(id), at);
+            if self.buf.capacity() > 4 * READ_AHEAD {
+                // Once past a huge record, the next reads are small again.
+                self.buf.shrink_to(n.max(READ_AHEAD));
+            }
+        }
+        let from = (at - self.start) as usize;
+        Ok(&self.buf[from..from + len])
+    }
+}
+
+/// Reads the record at `at` in a file (known to `ahead` as `id`) whose
+/// readable part ends at `end`.
+pub(super) fn read_step<'r>(
+    ahead: &'r mut ReadAhead,
+    id: u64,
+    file: &File,
+    at: u64,
+    end: u64,
+) -> io::Result<Step<'r>> {
     if at >= end {
         return Ok(Step::End { at });
     }
-    if let Some((kind, payload, next)) = record_at(file, at, end)? {
+    if let Some((kind, len, next)) = checked_at(ahead, id, file, at, end)? {
+        let from = (at - ahead.start) as usize + RECORD_HEADER;
         return Ok(Step::Record {
             kind,
-            payload,
+            payload: &ahead.buf[from..from + len],
             next,
         });
     }
@@ -121,9 +167,7 @@ pub(super) fn read_step(file: &File, at: u64, end: u64) -> io::Result<Step> {
         let last = n.saturating_sub(RECORD_HEADER - 1);
         for i in 0..last {
             let pos = from + i as u64;
-            if plausible(&window[i..i + RECORD_HEADER], pos, end)
-                && record_at(file, pos, end)?.is_some()
-            {
+            if plausible(&window[i..i + RECORD_HEADER], pos, end) && intact_at(file, pos, end)? {
                 return Ok(Step::Skipped { next: pos });
             }
         }
@@ -142,30 +186,47 @@ fn plausible(header: &[u8], pos: u64, end: u64) -> bool {
         && pos + RECORD_HEADER as u64 + len <= end
 }
 
-/// The record at `pos` when it is complete and intact.
-fn record_at(file: &File, pos: u64, end: u64) -> io::Result<Option<(u8, Vec<u8>, u64)>> {
+/// The kind, payload length and end of the record at `pos` when it is
+/// complete and intact; its bytes are then in `ahead`.
+fn checked_at(
+    ahead: &mut ReadAhead,
+    id: u64,
+    file: &File,
+    pos: u64,
+    end: u64,
+) -> io::Result<Option<(u8, usize, u64)>> {
     if pos + RECORD_HEADER as u64 > end {
         return Ok(None);
+    }
+    let header = ahead.get(id, file, pos, RECORD_HEADER, end)?;
+    if !plausible(header, pos, end) {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as usize;
+    let record = ahead.get(id, file, pos, RECORD_HEADER + len, end)?;
+    let stored = u32::from_le_bytes(record[..4].try_into().unwrap_or_default());
+    if crc32c::crc32c(&record[4..]) != stored {
+        return Ok(None);
+    }
+    Ok(Some((record[8], len, pos + (RECORD_HEADER + len) as u64)))
+}
+
+/// Whether a complete, intact record starts at `pos` (while resyncing).
+fn intact_at(file: &File, pos: u64, end: u64) -> io::Result<bool> {
+    if pos + RECORD_HEADER as u64 > end {
+        return Ok(false);
     }
     let mut header = [0u8; RECORD_HEADER];
     file.read_exact_at(&mut header, pos)?;
     if !plausible(&header, pos, end) {
-        return Ok(None);
+        return Ok(false);
     }
     let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as usize;
     let mut payload = vec![0u8; len];
     file.read_exact_at(&mut payload, pos + RECORD_HEADER as u64)?;
     let mut crc = crc32c::crc32c(&header[4..]);
     crc = crc32c::crc32c_append(crc, &payload);
-    let stored = u32::from_le_bytes(header[..4].try_into().unwrap_or_default());
-    if crc != stored {
-        return Ok(None);
-    }
-    Ok(Some((
-        header[8],
-        payload,
-        pos + (RECORD_HEADER + len) as u64,
-    )))
+    Ok(crc == u32::from_le_bytes(header[..4].try_into().unwrap_or_default()))
 }
 
 /// Whether the bytes at `at` frame a complete record (whatever its CRC):

@@ -2,7 +2,6 @@
 //! journal's rotation with a snapshot, and the deletion of consumed
 //! segments behind a checkpoint.
 
-use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -28,30 +27,38 @@ pub(super) fn journal_path(dir: &Path, number: u64) -> PathBuf {
 pub(super) fn record_outcomes(inner: &Inner, outcomes: &[Outcome]) -> Result<(), SpoolError> {
     let file = {
         let mut st = lock(&inner.state);
-        let mut seen = HashSet::new();
-        // A second outcome for a seq is the caller's mistake: the first stands.
-        let fresh: Vec<&Outcome> = outcomes
-            .iter()
-            .filter(|o| {
-                o.seq >= st.floor
-                    && o.seq < st.next_seq
-                    && !st.done.contains(o.seq)
-                    && seen.insert(o.seq)
-            })
-            .collect();
+        let usable = |st: &State, o: &Outcome| {
+            o.seq >= st.floor && o.seq < st.next_seq && !st.done.contains(o.seq)
+        };
+        // A second outcome for a seq is the caller's mistake: the first
+        // stands. Outcomes come in ascending seqs, which rules that out
+        // without a set.
+        let ascending = outcomes.windows(2).all(|w| w[0].seq < w[1].seq);
+        let fresh: Vec<&Outcome> = if ascending {
+            outcomes.iter().filter(|o| usable(&st, o)).collect()
+        } else {
+            let mut seen = std::collections::HashSet::new();
+            outcomes
+                .iter()
+                .filter(|o| usable(&st, o) && seen.insert(o.seq))
+                .collect()
+        };
         if fresh.is_empty() {
             return Ok(());
         }
         let mut record = codec::outcomes_record(&fresh);
         frame::seal(&mut record);
         append(inner, &mut st, &record)?;
-        for o in fresh {
-            st.done.insert(o.seq);
-            st.pending = st.pending.saturating_sub(1);
-            let no = st.report_no;
-            st.report_no += 1;
-            st.outcomes.insert(o.seq, (no, o.clone()));
+        let mut seqs: Vec<u64> = fresh.iter().map(|o| o.seq).collect();
+        if !ascending {
+            seqs.sort_unstable();
         }
+        for (a, b) in to_ranges(&seqs) {
+            st.done.insert_range(a, b);
+        }
+        st.pending = st.pending.saturating_sub(fresh.len() as u64);
+        st.unconsumed += fresh.len() as u64;
+        st.outcomes.extend(fresh.into_iter().cloned());
         maybe_rotate(inner, &mut st)?;
         st.journal.file.clone()
     };
@@ -72,27 +79,54 @@ pub(super) fn consumed(inner: &Inner, seqs: &[u64]) -> Result<(), SpoolError> {
         if fresh.is_empty() {
             return Ok(());
         }
-        fresh.sort_unstable();
-        fresh.dedup();
+        if !fresh.windows(2).all(|w| w[0] < w[1]) {
+            fresh.sort_unstable();
+            fresh.dedup();
+        }
         let ranges = to_ranges(&fresh);
         let mut record = codec::consumed_record(&ranges);
         frame::seal(&mut record);
         append(inner, &mut st, &record)?;
+        // The segment of the seq before, while the seqs ascend within it.
+        let mut within: Option<(u64, u64)> = None;
         for &seq in &fresh {
-            if !st.done.contains(seq) {
-                st.pending = st.pending.saturating_sub(1);
+            match st.done.contains(seq) {
+                true => st.unconsumed = st.unconsumed.saturating_sub(1),
+                false => st.pending = st.pending.saturating_sub(1),
             }
-            st.outcomes.remove(&seq);
-            if st.absent.remove(&seq) {
+            if !st.absent.is_empty() && st.absent.remove(&seq) {
                 continue;
             }
-            if let Some((_, seg)) = st.segments.range_mut(..=seq).next_back() {
+            let first = match within {
+                Some((first, end)) if seq >= first && seq < end => first,
+                _ => {
+                    let Some((&first, _)) = st.segments.range(..=seq).next_back() else {
+                        continue;
+                    };
+                    let end = st
+                        .segments
+                        .range(first + 1..)
+                        .next()
+                        .map_or(u64::MAX, |(&f, _)| f);
+                    within = Some((first, end));
+                    first
+                }
+            };
+            if let Some(seg) = st.segments.get_mut(&first) {
                 seg.live = seg.live.saturating_sub(1);
             }
         }
         for &(a, b) in &ranges {
             st.done.insert_range(a, b);
             st.consumed.insert_range(a, b);
+        }
+        // Reports are consumed in the order their outcomes were stored.
+        while st
+            .outcomes
+            .front()
+            .is_some_and(|o| st.consumed.contains(o.seq))
+        {
+            st.outcomes.pop_front();
         }
         compact(inner, &mut st)?;
         maybe_rotate(inner, &mut st)?;
@@ -141,15 +175,17 @@ fn maybe_rotate(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
         return Ok(());
     }
     let number = st.journal.number + 1;
-    let journal = write_snapshot(
-        &inner.cfg.dir,
-        number,
-        &st.outcomes,
-        &st.consumed,
-        &inner.fsyncs,
-    )?;
+    let live: Vec<&Outcome> = live_outcomes(st).collect();
+    let journal = write_snapshot(&inner.cfg.dir, number, &live, &st.consumed, &inner.fsyncs)?;
     let old = std::mem::replace(&mut st.journal, journal);
     remove_journals(&inner.cfg.dir, &[old.number])
+}
+
+/// The outcomes stored and not consumed, in the order they were stored.
+pub(super) fn live_outcomes(st: &State) -> impl Iterator<Item = &Outcome> {
+    st.outcomes
+        .iter()
+        .filter(|o| o.seq >= st.floor && !st.consumed.contains(o.seq))
 }
 
 /// Starts journal `number` with what is still live: outcomes not consumed
@@ -158,18 +194,15 @@ fn maybe_rotate(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
 pub(super) fn write_snapshot(
     dir: &Path,
     number: u64,
-    outcomes: &BTreeMap<u64, (u64, Outcome)>,
+    outcomes: &[&Outcome],
     consumed: &RangeSet,
     fsyncs: &AtomicU64,
 ) -> Result<Journal, SpoolError> {
     let path = journal_path(dir, number);
     let file = create_file(&path, JOURNAL_MAGIC, number, false)?;
     let mut len = FILE_HEADER;
-    let mut ordered: Vec<&(u64, Outcome)> = outcomes.values().collect();
-    ordered.sort_by_key(|(no, _)| *no);
-    for chunk in ordered.chunks(SNAPSHOT_CHUNK) {
-        let list: Vec<&Outcome> = chunk.iter().map(|(_, o)| o).collect();
-        let mut record = codec::outcomes_record(&list);
+    for list in outcomes.chunks(SNAPSHOT_CHUNK) {
+        let mut record = codec::outcomes_record(list);
         frame::seal(&mut record);
         write_record(&file, &path, len, &record)?;
         len += record.len() as u64;

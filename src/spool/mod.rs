@@ -130,14 +130,70 @@ pub(crate) struct NewDoc<'a> {
     pub body: &'a str,
 }
 
-/// A document read back.
+/// Where documents go: shared by the documents that go there (one
+/// allocation for all, not two per document).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub index: String,
+    pub collection: String,
+}
+
+impl Target {
+    /// `last` again if it is the same target, else a new one (kept in `last`).
+    pub fn shared(last: &mut Option<Arc<Target>>, index: &str, collection: &str) -> Arc<Target> {
+        match last {
+            Some(t) if t.index == index && t.collection == collection => t.clone(),
+            _ => {
+                let t = Arc::new(Target {
+                    index: index.to_owned(),
+                    collection: collection.to_owned(),
+                });
+                *last = Some(t.clone());
+                t
+            }
+        }
+    }
+}
+
+/// A document read back: its `_id` literal and its body in one text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StoredDoc {
     pub seq: u64,
-    pub index: String,
-    pub collection: String,
-    pub id: String,
-    pub body: String,
+    pub target: Arc<Target>,
+    /// The `_id` literal, then the body.
+    pub text: Box<str>,
+    pub id_len: u32,
+}
+
+impl StoredDoc {
+    /// `id`: its `_id` literal; `body`: its JSON text.
+    pub fn new(seq: u64, target: Arc<Target>, id: &str, body: &str) -> StoredDoc {
+        let mut text = String::with_capacity(id.len() + body.len());
+        text.push_str(id);
+        text.push_str(body);
+        StoredDoc {
+            seq,
+            target,
+            text: text.into_boxed_str(),
+            id_len: id.len() as u32,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.text[..self.id_len as usize]
+    }
+
+    pub fn body(&self) -> &str {
+        &self.text[self.id_len as usize..]
+    }
+
+    pub fn index(&self) -> &str {
+        &self.target.index
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.target.collection
+    }
 }
 
 /// The final outcome of one document, stored so that its report survives
@@ -238,12 +294,19 @@ struct State {
     /// Seqs whose report was consumed, at or above the floor.
     consumed: RangeSet,
     /// Outcomes stored and not consumed, with their report order.
-    outcomes: BTreeMap<u64, (u64, Outcome)>,
-    report_no: u64,
+    /// Outcomes stored, in that order, from the oldest not consumed (some
+    /// after it may be consumed: `consumed` says which).
+    outcomes: VecDeque<Outcome>,
+    /// Outcomes stored and not consumed.
+    unconsumed: u64,
     cursor: Cursor,
     /// The file of a non-active segment the cursor reads.
     reading: Option<(u64, File)>,
+    /// What the cursor read ahead (keyed by segment).
+    ahead: frame::ReadAhead,
     requeued: VecDeque<StoredDoc>,
+    /// The target of the last document read or appended, for the next.
+    last_target: Option<Arc<Target>>,
     /// The documents appended last, so that a delivery thread that keeps
     /// up does not read them back from disk: consecutive seqs, each with
     /// the cursor position after it.
@@ -364,7 +427,7 @@ impl Spool {
             durable_seq,
             next_seq: st.next_seq,
             pending: st.pending,
-            unconsumed: st.outcomes.len() as u64,
+            unconsumed: st.unconsumed,
             corrupt_records: st.corrupt_records,
             torn_tails: st.torn_tails,
             replay_risk_docs: st.replay_risk_docs,

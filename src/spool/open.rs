@@ -3,7 +3,7 @@
 //! with positioned reads, torn tails cut, nothing loaded but counts, range
 //! sets, and the few outcomes still to report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -13,8 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::checkpoint::{self, sync_dir, Checkpoint};
 use super::codec;
 use super::frame::{
-    self, Header, Step, FILE_HEADER, JOURNAL_MAGIC, KIND_CONSUMED, KIND_DOCS, KIND_OUTCOMES,
-    SEGMENT_MAGIC,
+    self, Header, ReadAhead, Step, FILE_HEADER, JOURNAL_MAGIC, KIND_CONSUMED, KIND_DOCS,
+    KIND_OUTCOMES, SEGMENT_MAGIC,
 };
 use super::journal::{self, journal_path};
 use super::ranges::RangeSet;
@@ -120,34 +120,41 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
         let mut live = 0u64;
         let mut docs_seen = 0u64;
         let end = scan(&file, &path, &mut damage, is_last, |payload, damage| {
-            let Some(docs) = codec::decode_docs(payload) else {
+            let Some(mut docs) = codec::docs(payload) else {
                 damage.corrupt += 1;
                 return;
             };
-            for d in docs {
-                docs_seen += 1;
-                max_seq = max_seq.max(d.seq);
+            // Counted once the whole record has read: used whole or not at all.
+            let (mut seen, mut top, mut alive, mut waiting) = (0, max_seq, 0, 0);
+            let mut names = Vec::new();
+            for d in docs.by_ref() {
+                seen += 1;
+                top = top.max(d.seq);
                 if d.seq < floor {
                     continue;
                 }
                 if !ledger.consumed.contains(d.seq) {
-                    live += 1;
+                    alive += 1;
                 }
                 if !ledger.done.contains(d.seq) {
-                    pending += 1;
+                    waiting += 1;
                 }
                 if ledger.outcomes.contains_key(&d.seq) {
-                    named.insert(
-                        d.seq,
-                        ReportedDoc {
-                            seq: d.seq,
-                            index: d.index.to_owned(),
-                            collection: d.collection.to_owned(),
-                            id: d.id.to_owned(),
-                        },
-                    );
+                    names.push(ReportedDoc {
+                        seq: d.seq,
+                        index: d.index.to_owned(),
+                        collection: d.collection.to_owned(),
+                        id: d.id().to_owned(),
+                    });
                 }
             }
+            if docs.broken {
+                damage.corrupt += 1;
+                return;
+            }
+            (docs_seen, max_seq) = (docs_seen + seen, top);
+            (live, pending) = (live + alive, pending + waiting);
+            named.extend(names.into_iter().map(|doc| (doc.seq, doc)));
         })?;
         file.sync_data()
             .map_err(|e| io_err(&path, "fdatasync", e))?;
@@ -229,8 +236,16 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
 
     // A fresh journal, so that nothing is ever appended after damage.
     let number = journals_found.last().map_or(1, |n| n + 1);
-    let journal =
-        journal::write_snapshot(&dir, number, &ledger.outcomes, &ledger.consumed, &fsyncs)?;
+    let mut live: Vec<(u64, Outcome)> = ledger.outcomes.into_values().collect();
+    live.sort_by_key(|(no, _)| *no);
+    let live: VecDeque<Outcome> = live.into_iter().map(|(_, o)| o).collect();
+    let journal = journal::write_snapshot(
+        &dir,
+        number,
+        &live.iter().collect::<Vec<_>>(),
+        &ledger.consumed,
+        &fsyncs,
+    )?;
     journal::remove_journals(&dir, &journals_found)?;
     let first_segment = segments.keys().next().copied().unwrap_or(active_first);
     let state = State {
@@ -245,15 +260,17 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
         journal,
         done: ledger.done,
         consumed: ledger.consumed,
-        outcomes: ledger.outcomes,
-        report_no: ledger.report_no,
+        unconsumed: live.len() as u64,
+        outcomes: live,
         cursor: Cursor {
             segment: first_segment,
             offset: FILE_HEADER,
             skip: 0,
         },
         reading: None,
+        ahead: ReadAhead::default(),
         requeued: Default::default(),
+        last_target: None,
         tail: Default::default(),
         tail_bytes: 0,
         absent,
@@ -346,15 +363,18 @@ fn scan_kinds(
 ) -> Result<u64, SpoolError> {
     let end = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
     let mut offset = FILE_HEADER;
+    let mut ahead = ReadAhead::default();
     loop {
-        match frame::read_step(file, offset, end).map_err(|e| io_err(path, "read", e))? {
+        match frame::read_step(&mut ahead, 0, file, offset, end)
+            .map_err(|e| io_err(path, "read", e))?
+        {
             Step::Record {
                 kind,
                 payload,
                 next,
                 ..
             } => {
-                each(kind, &payload, damage);
+                each(kind, payload, damage);
                 offset = next;
             }
             Step::Skipped { next, .. } => {

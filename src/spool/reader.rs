@@ -3,10 +3,10 @@
 
 use std::fs::File;
 
-use super::codec::{self, DocRef};
+use super::codec;
 use super::frame::{self, Step, FILE_HEADER, KIND_DOCS};
 use super::writer::segment_path;
-use super::{io_err, lock, Cursor, Inner, SpoolError, State, StoredDoc};
+use super::{io_err, lock, Cursor, Inner, SpoolError, State, StoredDoc, Target};
 
 pub(super) fn read_pending(
     inner: &Inner,
@@ -26,7 +26,7 @@ pub(super) fn read_pending(
         };
         // One that got its outcome meanwhile is done.
         if !st.done.contains(doc.seq) {
-            bytes += doc.body.len();
+            bytes += doc.body().len();
             out.push(doc);
         }
     }
@@ -40,7 +40,7 @@ pub(super) fn read_pending(
                 st.passed = doc.seq;
                 st.cursor = after;
                 if doc.seq >= st.floor && !st.done.contains(doc.seq) {
-                    bytes += doc.body.len();
+                    bytes += doc.body().len();
                     out.push(doc);
                 }
             }
@@ -69,8 +69,8 @@ pub(super) fn read_pending(
             };
             continue;
         }
-        let path = segment_path(&inner.cfg.dir, first);
         if !active && st.reading.as_ref().is_none_or(|(f, _)| *f != first) {
+            let path = segment_path(&inner.cfg.dir, first);
             let file = File::open(&path).map_err(|e| io_err(&path, "open", e))?;
             st.reading = Some((first, file));
         }
@@ -78,8 +78,8 @@ pub(super) fn read_pending(
             Some((_, file)) if !active => file,
             _ => &st.active,
         };
-        let step =
-            frame::read_step(file, st.cursor.offset, end).map_err(|e| io_err(&path, "read", e))?;
+        let step = frame::read_step(&mut st.ahead, first, file, st.cursor.offset, end)
+            .map_err(|e| io_err(&segment_path(&inner.cfg.dir, first), "read", e))?;
         match step {
             Step::Record {
                 kind: KIND_DOCS,
@@ -87,9 +87,9 @@ pub(super) fn read_pending(
                 next,
                 ..
             } => {
-                let docs = codec::decode_docs(&payload).unwrap_or_default();
+                let docs = codec::docs(payload).into_iter().flatten();
                 let mut stopped_at = None;
-                for (i, d) in docs.iter().enumerate().skip(st.cursor.skip as usize) {
+                for (i, d) in docs.enumerate().skip(st.cursor.skip as usize) {
                     if full(&out, bytes) {
                         stopped_at = Some(i);
                         break;
@@ -98,8 +98,14 @@ pub(super) fn read_pending(
                     if d.seq < st.floor || st.done.contains(d.seq) {
                         continue;
                     }
-                    bytes += d.body.len();
-                    out.push(stored(d));
+                    bytes += d.body().len();
+                    let target = Target::shared(&mut st.last_target, d.index, d.collection);
+                    out.push(StoredDoc {
+                        seq: d.seq,
+                        target,
+                        text: d.id_body.into(),
+                        id_len: d.id_len as u32,
+                    });
                 }
                 match stopped_at {
                     Some(i) => st.cursor.skip = i as u32,
@@ -151,7 +157,7 @@ pub(super) fn cache(
                 skip: 0,
             }
         };
-        st.tail_bytes += doc.body.len() + doc.id.len();
+        st.tail_bytes += doc.text.len();
         st.tail.push_back((doc, after));
     }
     while st.tail_bytes > TAIL_BYTES || st.tail.len() > TAIL_DOCS {
@@ -161,16 +167,6 @@ pub(super) fn cache(
 
 fn drop_front(st: &mut State) -> Option<(StoredDoc, Cursor)> {
     let (doc, after) = st.tail.pop_front()?;
-    st.tail_bytes -= doc.body.len() + doc.id.len();
+    st.tail_bytes -= doc.text.len();
     Some((doc, after))
-}
-
-fn stored(d: &DocRef<'_>) -> StoredDoc {
-    StoredDoc {
-        seq: d.seq,
-        index: d.index.to_owned(),
-        collection: d.collection.to_owned(),
-        id: d.id.to_owned(),
-        body: d.body.to_owned(),
-    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::tests_damage::flip;
 use super::*;
@@ -158,19 +159,21 @@ fn round_trip_and_seqs_continue() {
     assert_eq!(seqs(&got), (1..=15).collect::<Vec<_>>());
     assert_eq!(
         got[0],
-        StoredDoc {
-            seq: 1,
-            index: "idx".into(),
-            collection: "col".into(),
-            id: id_of(1),
-            body: body_of(1)
-        }
+        StoredDoc::new(
+            1,
+            Arc::new(Target {
+                index: "idx".into(),
+                collection: "col".into()
+            }),
+            &id_of(1),
+            &body_of(1)
+        )
     );
     assert_eq!(
         (
-            got[12].index.as_str(),
-            got[12].id.clone(),
-            got[12].body.clone()
+            got[12].index(),
+            got[12].id().to_string(),
+            got[12].body().to_string()
         ),
         ("idx2", id_of(13), body_of(13))
     );
@@ -618,7 +621,7 @@ fn the_tail_cache_serves_what_was_just_appended() {
     flip(&seg, len - 3);
     let got = drain(&spool);
     assert_eq!(seqs(&got), [3, 4, 5]);
-    assert_eq!(got[2].body, body_of(5));
+    assert_eq!(got[2].body(), body_of(5));
     drop(spool);
 
     // A reader far behind: the oldest copies were dropped, read from disk
@@ -634,7 +637,7 @@ fn the_tail_cache_serves_what_was_just_appended() {
                 break;
             }
             for d in chunk {
-                assert_eq!((d.seq, d.body), (expected, body_of(expected)));
+                assert_eq!((d.seq, d.body()), (expected, body_of(expected).as_str()));
                 expected += 1;
             }
         }

@@ -82,7 +82,7 @@ fn sigkill_at_any_moment_loses_nothing_returned() {
         let pending = drain(&spool);
         for d in &pending {
             assert_eq!(
-                (d.id.clone(), d.body.clone()),
+                (d.id().to_string(), d.body().to_string()),
                 (id_of(d.seq), body_of(d.seq)),
                 "round {round}: intact"
             );

@@ -12,6 +12,7 @@ use super::codec::{self, DOCS_SEQ_AT};
 use super::frame::{self, FILE_HEADER, SEGMENT_MAGIC};
 use super::{
     io_err, journal, lock, reader, Inner, NewDoc, Segment, SpoolError, State, StoredDoc, SyncMode,
+    Target,
 };
 
 pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -56,16 +57,7 @@ pub(super) fn write_record(
 pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> {
     // Encoded before taking the lock; only the seq and the CRC are done under it.
     let mut record = codec::docs_record(docs);
-    let mut copies: Vec<StoredDoc> = docs
-        .iter()
-        .map(|d| StoredDoc {
-            seq: 0,
-            index: d.index.to_owned(),
-            collection: d.collection.to_owned(),
-            id: d.id.to_owned(),
-            body: d.body.to_owned(),
-        })
-        .collect();
+    let mut copies: Vec<StoredDoc> = Vec::with_capacity(docs.len());
     let last = {
         let mut st = lock(&inner.state);
         if docs.is_empty() {
@@ -85,9 +77,10 @@ pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> 
             seg.live += n;
         }
         st.segment_bytes_total += record.len() as u64;
-        let count = copies.len();
-        for (i, doc) in copies.iter_mut().enumerate() {
-            doc.seq = first + i as u64;
+        let count = docs.len();
+        for (i, d) in docs.iter().enumerate() {
+            let target = Target::shared(&mut st.last_target, d.index, d.collection);
+            copies.push(StoredDoc::new(first + i as u64, target, d.id, d.body));
         }
         reader::cache(
             &mut st,
