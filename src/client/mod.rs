@@ -366,21 +366,7 @@ impl Client {
         // Not connected yet (lazyConnect): the first request connects, and
         // a failure to is that request's, retried and reported as such.
         let _ = self.ready();
-        let settings = self.settings();
-        let concurrency = match self.config.concurrency {
-            Some(fixed) => fixed,
-            None => self.pool.workers(MAX_WORKERS),
-        };
-        let engine = Engine {
-            net: self,
-            config,
-            compression: settings.compression,
-            concurrency,
-            gzip: &self.transport.gzip,
-            id_prefix: &self.id_prefix,
-            id_counter: &self.id_counter,
-            secrets: &secrets,
-        };
+        let engine = self.engine(config, &secrets);
         let outcome = mwrite::mwrite(&engine, index, collection, documents, options)?;
         self.counters.documents(&outcome);
         Ok(outcome)
@@ -548,6 +534,32 @@ fn random_prefix() -> Result<String> {
 }
 
 impl Client {
+    /// The engine for one mWrite call, with the settings in effect now.
+    fn engine<'a>(&'a self, config: &'a Config, secrets: &'a [String]) -> Engine<'a> {
+        let settings = self.settings();
+        let (concurrency, spread) = match self.config.concurrency {
+            Some(fixed) => (fixed, fixed),
+            // Requests are cut for the starting concurrency, not for the
+            // limits of the moment: a limit that fell would make requests
+            // larger, their round trips longer, and the limit fall again.
+            None => (
+                self.pool.workers(MAX_WORKERS),
+                (settings.concurrency * self.pool.nodes.len()).clamp(1, MAX_WORKERS),
+            ),
+        };
+        Engine {
+            net: self,
+            config,
+            compression: settings.compression,
+            concurrency,
+            spread,
+            gzip: &self.transport.gzip,
+            id_prefix: &self.id_prefix,
+            id_counter: &self.id_counter,
+            secrets,
+        }
+    }
+
     /// The producer's mWrite (`mwrite::mwrite_checked`): documents its door
     /// checked at acceptance, each document's verdict as a value; one
     /// attempt per request (no retry: the producer retries itself, after
@@ -566,21 +578,7 @@ impl Client {
         let secrets = self.secrets();
         // As `mwrite_as`: not connected yet (lazyConnect), the first request connects.
         let _ = self.ready();
-        let settings = self.settings();
-        let concurrency = match self.config.concurrency {
-            Some(fixed) => fixed,
-            None => self.pool.workers(MAX_WORKERS),
-        };
-        let engine = Engine {
-            net: self,
-            config: &config,
-            compression: settings.compression,
-            concurrency,
-            gzip: &self.transport.gzip,
-            id_prefix: &self.id_prefix,
-            id_counter: &self.id_counter,
-            secrets: &secrets,
-        };
+        let engine = self.engine(&config, &secrets);
         let outcome = mwrite::mwrite_checked(&engine, index, collection, docs, options)?;
         self.counters.documents(&outcome);
         Ok(outcome)

@@ -48,6 +48,8 @@ pub(crate) struct Engine<'a> {
     /// `config.compression` and `config.concurrency`, settled.
     pub compression: Compression,
     pub concurrency: usize,
+    /// The requests in flight a call's documents are cut for (`plan`).
+    pub spread: usize,
     pub gzip: &'a GzipPool,
     /// Client-side ids (`generateIds`): `<prefix><counter in base 62>`.
     pub id_prefix: &'a str,

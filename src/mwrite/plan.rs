@@ -68,7 +68,7 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Range<usize>> {
     // through a slow uplink: 4 requests of 1 MB, 1,192 docs/s); 4 per worker
     // overlap one's upload with another's answer (1,843 docs/s).
     let total: usize = docs().map(|d| d.wire_len() + 1).sum();
-    let spread = (total / (engine.concurrency.max(1) * 4)).max(MIN_SPREAD_BYTES);
+    let spread = (total / (engine.spread.max(1) * 4)).max(MIN_SPREAD_BYTES);
     let raw_budget = raw_budget.min(spread);
     let mut ranges = Vec::new();
     let (mut start, mut len) = (0, 0);

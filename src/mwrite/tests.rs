@@ -188,6 +188,7 @@ pub(super) fn run(
         config,
         compression: config.compression.unwrap_or(Compression::None),
         concurrency,
+        spread: concurrency,
         gzip: &gzip,
         id_prefix: "t-",
         id_counter: &counter,
