@@ -190,7 +190,8 @@ unsafe fn client_call(
 ///   requests. "auto" starts at 2 and moves among 1, 2 and 6 to the one
 ///   with which a request costs the least time (compressing plus
 ///   exchanging) per byte of JSON, measured by probing a neighbouring level
-///   every 16th request.
+///   every 16th request (less and less often while probes lose, down to
+///   one request in 256).
 /// - `retries` integer 0..100, default 5: retries of a request that failed
 ///   in a way worth retrying.
 /// - `retryBackoffMs` integer 0..86400000, default 200: the pause before the

@@ -7,7 +7,9 @@
 //! link limits (a slow uplink, its bandwidth shared by the requests in
 //! flight), each byte saved shortens the exchange. So every
 //! `PROBE_EVERY`th request is compressed at a neighbouring level (the one
-//! above and the one below in turn), and once `PROBES` of them are in, the
+//! above and the one below in turn; a level that lost a comparison is
+//! probed half as often the next time, down to one request in
+//! `MOST_PROBE_EVERY`), and once `PROBES` of them are in, the
 //! client moves there when they cost at least `MARGIN` less per byte than
 //! the requests at the current level sent meanwhile, and by more than the
 //! noise (three standard errors of the difference). Both arms are
@@ -26,8 +28,10 @@ use std::time::{Duration, Instant};
 const LEVELS: [u32; 3] = [1, 2, 6];
 /// Where a client starts: level 2, the best on a nearby Kuzzle.
 const START: usize = 1;
-/// One gzip request in this many goes at a neighbouring level.
+/// One gzip request in this many goes at a neighbouring level, at first...
 const PROBE_EVERY: u64 = 16;
+/// ...and at least, after comparisons it lost.
+const MOST_PROBE_EVERY: u64 = 256;
 /// Probes, and as many requests at the current level at least, compared.
 const PROBES: usize = 8;
 /// How much cheaper per byte a neighbour must be to be moved to.
@@ -99,6 +103,10 @@ struct Choice {
     /// neighbour, since the comparison began.
     here: Vec<f64>,
     there: Vec<f64>,
+    /// One request in this many probes the level above ([0]) or below
+    /// ([1]): `PROBE_EVERY`, doubled after each comparison the probed
+    /// level lost, up to `MOST_PROBE_EVERY`.
+    spacing: [u64; 2],
 }
 
 impl Choice {
@@ -109,6 +117,7 @@ impl Choice {
             down: false,
             here: Vec::new(),
             there: Vec::new(),
+            spacing: [PROBE_EVERY; 2],
         }
     }
 
@@ -125,7 +134,7 @@ impl Choice {
     /// The level of the next request.
     fn pick(&mut self) -> u32 {
         self.requests += 1;
-        match self.requests % PROBE_EVERY {
+        match self.requests % self.spacing[usize::from(self.down)] {
             0 => LEVELS[self.neighbour()],
             _ => LEVELS[self.current],
         }
@@ -150,6 +159,13 @@ impl Choice {
         let gain = here - there;
         if gain > here * MARGIN && gain > 3.0 * (here_se.powi(2) + there_se.powi(2)).sqrt() {
             self.current = self.neighbour();
+            self.spacing = [PROBE_EVERY; 2];
+        } else {
+            // A level that loses keeps losing where nothing changes: probed
+            // less and less often, its cost (level 6's compression on a
+            // nearby Kuzzle) fades; a change of link is still found.
+            let s = &mut self.spacing[usize::from(self.down)];
+            *s = (*s * 2).min(MOST_PROBE_EVERY);
         }
         self.here.clear();
         self.there.clear();
@@ -320,6 +336,18 @@ mod tests {
         let (level, seen) = settle(text(5.0), 2000);
         assert_eq!(level, 2);
         assert!(seen.iter().all(|&l| l == 2), "{seen:?}");
+        // ...and its probes fade: over 20,000 requests, about one in 200
+        // at another level, not one in 16.
+        let mut c = Choice::new();
+        let cost = text(5.0);
+        let probes = (0..20_000)
+            .filter(|_| {
+                let level = c.pick();
+                c.learn(level, cost(level));
+                level != 2
+            })
+            .count();
+        assert!(probes < 20_000 / 150, "{probes} probes");
         // A 10 Mbit/s link shared by 8 requests: 6.4 µs per wire byte.
         let (level, _) = settle(text(6400.0), 2000);
         assert_eq!(level, 6);
