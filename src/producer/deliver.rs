@@ -85,16 +85,16 @@ fn settle(items: Vec<Item>, fates: Vec<Fate>) -> (Vec<Report>, Vec<Item>) {
     let mut retry = Vec::new();
     for (mut item, fate) in items.into_iter().zip(fates) {
         match fate {
-            Fate::Stored { version, created } => finals.push(Report {
+            Fate::Final(Verdict::Stored { version, created }) => finals.push(Report {
                 version,
                 created,
                 ..report_for(item, true, 200)
             }),
-            Fate::Failed {
+            Fate::Final(Verdict::Failed {
                 status,
                 reason,
                 in_doubt,
-            } => finals.push(failure(item, status, reason, in_doubt)),
+            }) => finals.push(failure(item, status, reason, in_doubt)),
             Fate::Again { in_doubt } => {
                 item.sent_in_doubt |= in_doubt;
                 retry.push(item);
@@ -219,16 +219,8 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
 
 /// What became of one document of a batch.
 enum Fate {
-    Stored {
-        version: Option<u64>,
-        created: Option<bool>,
-    },
-    /// Its final failure.
-    Failed {
-        status: u16,
-        reason: String,
-        in_doubt: bool,
-    },
+    /// Its final outcome.
+    Final(Verdict),
     /// To send again later (this attempt in doubt or not).
     Again { in_doubt: bool },
 }
@@ -340,11 +332,11 @@ fn deliver_group(shared: &Shared, batch: &[Item], group: &[usize], fates: &mut [
         // every document's final failure.
         Err(e) => {
             for &k in group {
-                fates[k] = Fate::Failed {
+                fates[k] = Fate::Final(Verdict::Failed {
                     status: e.http,
                     reason: e.message.clone(),
                     in_doubt: e.in_doubt || batch[k].sent_in_doubt,
-                };
+                });
             }
             return;
         }
@@ -353,7 +345,7 @@ fn deliver_group(shared: &Shared, batch: &[Item], group: &[usize], fates: &mut [
     for &k in group {
         let item = &batch[k];
         fates[k] = match verdicts.next().flatten() {
-            Some(Verdict::Stored { version, created }) => Fate::Stored { version, created },
+            Some(stored @ Verdict::Stored { .. }) => Fate::Final(stored),
             Some(Verdict::Failed {
                 status,
                 reason,
@@ -371,11 +363,11 @@ fn deliver_group(shared: &Shared, batch: &[Item], group: &[usize], fates: &mut [
                     && item.accepted.elapsed() >= shared.config.delivery_timeout;
                 match again && !expired {
                     true => Fate::Again { in_doubt },
-                    false => Fate::Failed {
+                    false => Fate::Final(Verdict::Failed {
                         status,
                         reason,
                         in_doubt: in_doubt || item.sent_in_doubt,
-                    },
+                    }),
                 }
             }
             // Not in the result (cannot happen: every document is): sent
