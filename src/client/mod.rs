@@ -351,25 +351,70 @@ impl Client {
         documents: &str,
         options: &WriteOptions,
     ) -> Result<Outcome> {
-        self.mwrite_as(&self.config, index, collection, documents, options)
+        self.run_mwrite(&self.config, |engine| {
+            mwrite::mwrite(engine, index, collection, documents, options)
+        })
     }
 
-    fn mwrite_as(
+    /// The producer's mWrite (`mwrite::mwrite_checked`): documents its door
+    /// checked at acceptance, each document's verdict as a value; one
+    /// attempt per request (no retry: the producer retries itself, after
+    /// its own pause, and a close must not wait for a backoff).
+    pub(crate) fn mwrite_checked(
         &self,
-        config: &Config,
         index: &str,
         collection: &str,
-        documents: &str,
+        docs: &[(&str, &str)],
         options: &WriteOptions,
+    ) -> Result<Outcome> {
+        let config = Config {
+            retries: 0,
+            ..self.config.clone()
+        };
+        self.run_mwrite(&config, |engine| {
+            mwrite::mwrite_checked(engine, index, collection, docs, options)
+        })
+    }
+
+    /// One call of the engine with `config`, its documents counted.
+    fn run_mwrite(
+        &self,
+        config: &Config,
+        call: impl FnOnce(&Engine) -> Result<Outcome>,
     ) -> Result<Outcome> {
         let secrets = self.secrets();
         // Not connected yet (lazyConnect): the first request connects, and
         // a failure to is that request's, retried and reported as such.
         let _ = self.ready();
-        let engine = self.engine(config, &secrets);
-        let outcome = mwrite::mwrite(&engine, index, collection, documents, options)?;
+        let outcome = call(&self.engine(config, &secrets))?;
         self.counters.documents(&outcome);
         Ok(outcome)
+    }
+
+    /// The engine for one mWrite call, with the settings in effect now.
+    fn engine<'a>(&'a self, config: &'a Config, secrets: &'a [String]) -> Engine<'a> {
+        let settings = self.settings();
+        let (concurrency, spread) = match self.config.concurrency {
+            Some(fixed) => (fixed, fixed),
+            // Requests are cut for the starting concurrency, not for the
+            // limits of the moment: a limit that fell would make requests
+            // larger, their round trips longer, and the limit fall again.
+            None => (
+                self.pool.workers(MAX_WORKERS),
+                (settings.concurrency * self.pool.nodes.len()).clamp(1, MAX_WORKERS),
+            ),
+        };
+        Engine {
+            net: self,
+            config,
+            compression: settings.compression,
+            concurrency,
+            spread,
+            gzip: &self.transport.gzip,
+            id_prefix: &self.id_prefix,
+            id_counter: &self.id_counter,
+            secrets,
+        }
     }
 
     /// `n` client-side ids (the producer gives them at acceptance): the
@@ -531,58 +576,6 @@ fn random_prefix() -> Result<String> {
     }
     s.push('-');
     Ok(s)
-}
-
-impl Client {
-    /// The engine for one mWrite call, with the settings in effect now.
-    fn engine<'a>(&'a self, config: &'a Config, secrets: &'a [String]) -> Engine<'a> {
-        let settings = self.settings();
-        let (concurrency, spread) = match self.config.concurrency {
-            Some(fixed) => (fixed, fixed),
-            // Requests are cut for the starting concurrency, not for the
-            // limits of the moment: a limit that fell would make requests
-            // larger, their round trips longer, and the limit fall again.
-            None => (
-                self.pool.workers(MAX_WORKERS),
-                (settings.concurrency * self.pool.nodes.len()).clamp(1, MAX_WORKERS),
-            ),
-        };
-        Engine {
-            net: self,
-            config,
-            compression: settings.compression,
-            concurrency,
-            spread,
-            gzip: &self.transport.gzip,
-            id_prefix: &self.id_prefix,
-            id_counter: &self.id_counter,
-            secrets,
-        }
-    }
-
-    /// The producer's mWrite (`mwrite::mwrite_checked`): documents its door
-    /// checked at acceptance, each document's verdict as a value; one
-    /// attempt per request (no retry: the producer retries itself, after
-    /// its own pause, and a close must not wait for a backoff).
-    pub(crate) fn mwrite_checked(
-        &self,
-        index: &str,
-        collection: &str,
-        docs: &[(&str, &str)],
-        options: &WriteOptions,
-    ) -> Result<Outcome> {
-        let config = Config {
-            retries: 0,
-            ..self.config.clone()
-        };
-        let secrets = self.secrets();
-        // As `mwrite_as`: not connected yet (lazyConnect), the first request connects.
-        let _ = self.ready();
-        let engine = self.engine(&config, &secrets);
-        let outcome = mwrite::mwrite_checked(&engine, index, collection, docs, options)?;
-        self.counters.documents(&outcome);
-        Ok(outcome)
-    }
 }
 
 #[cfg(test)]

@@ -320,15 +320,13 @@ impl Lease<'_> {
         }
         let node = &mut shared.nodes[self.index];
         match ended {
-            Ended::Success => {
+            Ended::Success | Ended::Served => {
                 node.alive = true;
                 node.strikes = 0;
-                let rtt = now.duration_since(self.sent).as_secs_f64();
-                node.limit.done(at, Some(rtt), false, self.in_flight);
-            }
-            Ended::Served => {
-                node.alive = true;
-                node.strikes = 0;
+                if ended == Ended::Success {
+                    let rtt = now.duration_since(self.sent).as_secs_f64();
+                    node.limit.done(at, Some(rtt), false, self.in_flight);
+                }
             }
             Ended::Busy => {
                 node.failures += 1;

@@ -196,31 +196,28 @@ impl Transport {
         // request that takes it: sent again at once on another (ureq drops
         // the broken one) while it cannot have run; a few times, since the
         // other idle ones may be closed too.
-        for _ in 0..STALE_RESENDS {
+        let mut resends = 0;
+        loop {
             wire::start();
             // A byte slice has a known size: ureq sends it with a
             // Content-Length.
             let sent = request().send(body);
-            if wire::reused() {
+            let reused = wire::reused();
+            if reused {
                 self.connections.reused.fetch_add(1, Ordering::Relaxed);
             }
-            let stale = sent.is_err() && wire::reused() && wire::nothing_came();
-            if !stale {
-                return self.pending(sent, limit, presize, accept_gzip);
+            match sent {
+                Err(e) if reused && wire::nothing_came() && resends < STALE_RESENDS => {
+                    let e = wire::classify(e);
+                    if e.in_doubt {
+                        return Err(stale_in_doubt(e));
+                    }
+                    self.connections.stale.fetch_add(1, Ordering::Relaxed);
+                    resends += 1;
+                }
+                sent => return self.pending(sent, limit, presize, accept_gzip),
             }
-            let Err(e) = sent else { unreachable!() };
-            let e = wire::classify(e);
-            if e.in_doubt {
-                return Err(stale_in_doubt(e));
-            }
-            self.connections.stale.fetch_add(1, Ordering::Relaxed);
         }
-        wire::start();
-        let sent = request().send(body);
-        if wire::reused() {
-            self.connections.reused.fetch_add(1, Ordering::Relaxed);
-        }
-        self.pending(sent, limit, presize, accept_gzip)
     }
 
     /// A GET on a path of a node (`base`: `http(s)://host:port`) that needs
