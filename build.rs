@@ -84,15 +84,15 @@ const PREAMBLE: &str = r#"/* libkuzzle: bulk-write JSON documents into Kuzzle (b
  * a server that never answers. kuzzle_connect sends at most 3 short probes
  * (see it) and one request (none with `lazyConnect`), kuzzle_disconnect one
  * request, neither retried. A producer's calls never wait for Kuzzle: its
- * delivery thread does; they block only as their `timeout_ms` or the
+ * delivery threads do; they block only as their `timeout_ms` or the
  * producer's `whenFull` say, and on the spool's disk writes. The other
  * functions do no I/O.
  *
  * Threads: kuzzle_mwrite may start up to `concurrency - 1` threads of its
  * own for the duration of the call (with "auto": the nodes' limits plus one
  * each, less one, 63 at most; joined before it returns; if the OS refuses a
- * thread, it runs with fewer); kuzzle_producer_open starts one,
- * the producer's delivery thread, which ends with kuzzle_producer_close. No
+ * thread, it runs with fewer); kuzzle_producer_open starts two,
+ * the producer's delivery threads, which end with kuzzle_producer_close. No
  * other call starts any. One kuzzle_client is safe from many threads at
  * once, except for kuzzle_disconnect: it must not run while another call on
  * the same handle is in progress, and the handle is not used after it. A

@@ -22,15 +22,15 @@
  * a server that never answers. kuzzle_connect sends at most 3 short probes
  * (see it) and one request (none with `lazyConnect`), kuzzle_disconnect one
  * request, neither retried. A producer's calls never wait for Kuzzle: its
- * delivery thread does; they block only as their `timeout_ms` or the
+ * delivery threads do; they block only as their `timeout_ms` or the
  * producer's `whenFull` say, and on the spool's disk writes. The other
  * functions do no I/O.
  *
  * Threads: kuzzle_mwrite may start up to `concurrency - 1` threads of its
  * own for the duration of the call (with "auto": the nodes' limits plus one
  * each, less one, 63 at most; joined before it returns; if the OS refuses a
- * thread, it runs with fewer); kuzzle_producer_open starts one,
- * the producer's delivery thread, which ends with kuzzle_producer_close. No
+ * thread, it runs with fewer); kuzzle_producer_open starts two,
+ * the producer's delivery threads, which end with kuzzle_producer_close. No
  * other call starts any. One kuzzle_client is safe from many threads at
  * once, except for kuzzle_disconnect: it must not run while another call on
  * the same handle is in progress, and the handle is not used after it. A
@@ -489,7 +489,10 @@ const char *kuzzle_version(void);
  - `lingerMs` integer 0..86400000, default 5: how long a document may wait
    for companions before its request leaves (0: at once).
  - `batchDocuments` integer 1..1000000, default 32000: documents handed to
-   one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time).
+   one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time);
+   two batches are in flight at most, the next one leaving while the
+   last requests of the one before are out (the client's `concurrency`
+   bounds the requests of both together).
  - `maxQueueDocuments` integer, default 100000, and `maxQueueBytes`
    integer, default 67108864: documents accepted whose report was not yet
    polled, at most (the bound of the memory a producer holds).
@@ -511,7 +514,7 @@ const char *kuzzle_version(void);
  On success `*out_producer` receives the handle and `*out_error_json` (if
  not NULL) NULL; on failure `*out_producer` is NULL and `*out_error_json`
  (if not NULL) the error JSON, to release with `kuzzle_free_result`.
- Starts one thread (the delivery thread), which ends with the producer.
+ Starts two threads (the delivery threads), which end with the producer.
 
  # Safety
  `client` is NULL or a live handle; `config_json` is NULL or
@@ -643,7 +646,7 @@ enum kuzzle_status kuzzle_producer_flush(struct kuzzle_producer *producer, int t
 enum kuzzle_status kuzzle_producer_stats(struct kuzzle_producer *producer, char **out_stats_json);
 
 /*
- Flushes up to `timeout_ms`, stops the delivery thread and releases the
+ Flushes up to `timeout_ms`, stops the delivery threads and releases the
  producer (NULL: a no-op, `KUZZLE_OK`). With a spool, what is not
  delivered stays on disk for the next open; without, each undelivered
  document gets a final failure report (status 0, not sent, or in doubt
@@ -652,7 +655,7 @@ enum kuzzle_status kuzzle_producer_stats(struct kuzzle_producer *producer, char 
  `kuzzle_free_result`); with `out_reports_json` NULL they are not taken
  as seen: with a spool they come again, redelivered, after the next open. The producer must not be
  in use by another thread, nor used afterwards. If a request is still in
- flight when time is up, the delivery thread finishes it on its own (at
+ flight when time is up, its delivery thread finishes it on its own (at
  most `timeoutMs` later) and its documents stay spooled (memory mode:
  their reports are lost with the handle).
 

@@ -25,6 +25,10 @@
 #                         (drain's yardstick)
 # CASES picks some of them, in that order (e.g. CASES="drain mwrite1m":
 # drain + its yardstick alone, 4-6 minutes a round on 2 cores).
+# UPLINK=1: the delivery, drain and mWrite cases go through the emulated
+# uplink (uplink_proxy.py on port 7765: 50 ms round trip, 10 Mbit/s each
+# way) instead of straight to Kuzzle (e.g. UPLINK=1 CASES="mwrite memory x1
+# interval x1").
 # Every JSON line goes to $OUT (default build/pbench/results.jsonl).
 set -euo pipefail
 
@@ -52,7 +56,17 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$dead_port") 2>/dev/null; then
   exit 1
 fi
 bash "$root/scripts/kuzzle-stack.sh" start >&2
-trap 'bash "$root/scripts/kuzzle-stack.sh" stop >&2 || true' EXIT
+uplink_pid=
+trap '[ -z "$uplink_pid" ] || kill "$uplink_pid" 2>/dev/null; bash "$root/scripts/kuzzle-stack.sh" stop >&2 || true' EXIT
+if [ "${UPLINK:-0}" = 1 ]; then
+  # What the cases send goes through it; the enqueue cases' port stays dead.
+  python3 "$root/scripts/bench/uplink_proxy.py" 7765 "$port" --no-stdin-watch --max-seconds 14400 \
+    >"$work/uplink.log" 2>&1 &
+  uplink_pid=$!
+  for _ in $(seq 100); do grep -q ready "$work/uplink.log" && break; sleep 0.1; done
+  grep -q ready "$work/uplink.log" || { echo "produce.sh: the uplink proxy did not start" >&2; exit 1; }
+  port=7765
+fi
 
 cases=("enqueue ids" "enqueue noids" "mwrite" "memory x1" "interval x1" "always x8" drain mwrite1m)
 if [ -n "${CASES:-}" ]; then
@@ -95,7 +109,8 @@ for ((r = 1; r <= reps; r++)); do
 done
 
 dirty=$(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock | grep -q . && echo ", src/ modified" || true)
-echo "commit $(git -C "$root" rev-parse --short HEAD)$dirty; $(nproc) cores; spool on" \
+link=$([ "${UPLINK:-0}" = 1 ] && echo "through the emulated uplink" || echo "loopback")
+echo "commit $(git -C "$root" rev-parse --short HEAD)$dirty; $link; $(nproc) cores; spool on" \
   "$(df -T "$work" | awk 'NR == 2 {print $2}'); $n_enqueue enqueued, $n_deliver delivered per run;" \
   "$n_drain drained;" \
   "medians of $reps rounds"

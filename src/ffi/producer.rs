@@ -90,7 +90,10 @@ unsafe fn with_producer(
 /// - `lingerMs` integer 0..86400000, default 5: how long a document may wait
 ///   for companions before its request leaves (0: at once).
 /// - `batchDocuments` integer 1..1000000, default 32000: documents handed to
-///   one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time).
+///   one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time);
+///   two batches are in flight at most, the next one leaving while the
+///   last requests of the one before are out (the client's `concurrency`
+///   bounds the requests of both together).
 /// - `maxQueueDocuments` integer, default 100000, and `maxQueueBytes`
 ///   integer, default 67108864: documents accepted whose report was not yet
 ///   polled, at most (the bound of the memory a producer holds).
@@ -112,7 +115,7 @@ unsafe fn with_producer(
 /// On success `*out_producer` receives the handle and `*out_error_json` (if
 /// not NULL) NULL; on failure `*out_producer` is NULL and `*out_error_json`
 /// (if not NULL) the error JSON, to release with `kuzzle_free_result`.
-/// Starts one thread (the delivery thread), which ends with the producer.
+/// Starts two threads (the delivery threads), which end with the producer.
 ///
 /// # Safety
 /// `client` is NULL or a live handle; `config_json` is NULL or
@@ -468,7 +471,7 @@ pub unsafe extern "C" fn kuzzle_producer_stats(
     status
 }
 
-/// Flushes up to `timeout_ms`, stops the delivery thread and releases the
+/// Flushes up to `timeout_ms`, stops the delivery threads and releases the
 /// producer (NULL: a no-op, `KUZZLE_OK`). With a spool, what is not
 /// delivered stays on disk for the next open; without, each undelivered
 /// document gets a final failure report (status 0, not sent, or in doubt
@@ -477,7 +480,7 @@ pub unsafe extern "C" fn kuzzle_producer_stats(
 /// `kuzzle_free_result`); with `out_reports_json` NULL they are not taken
 /// as seen: with a spool they come again, redelivered, after the next open. The producer must not be
 /// in use by another thread, nor used afterwards. If a request is still in
-/// flight when time is up, the delivery thread finishes it on its own (at
+/// flight when time is up, its delivery thread finishes it on its own (at
 /// most `timeoutMs` later) and its documents stay spooled (memory mode:
 /// their reports are lost with the handle).
 ///

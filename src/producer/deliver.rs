@@ -1,17 +1,25 @@
-//! The delivery thread: waits for `lingerMs` companions (or a full batch, a
-//! flush, a close), sends a batch through the mWrite engine, turns each
-//! document's result into its final report, and puts back what could not
+//! The delivery threads: wait for `lingerMs` companions (or a full batch,
+//! a flush, a close), send a batch through the mWrite engine, turn each
+//! document's result into its final report, and put back what could not
 //! be delivered yet (Kuzzle out of reach) to try again after a pause.
+//!
+//! `LANES` threads, each with a batch of its own: while one batch's last
+//! requests are out, the next one is already being sent, so a slow link is
+//! not left idle for a round trip or more between batches. `Order` keeps
+//! the versions of one document in seq order across them.
 
 use super::store::Item;
-use super::{Report, Shared, State};
+use super::{Flight, Report, Shared, State};
 use crate::config::WriteOptions;
 use crate::mwrite::Verdict;
 use crate::spool::{Outcome, ReportedDoc, StoredDoc, Target};
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Delivery threads, each with at most one batch in flight.
+pub(super) const LANES: usize = 2;
 
 /// The pause after a batch that got nothing through, doubled up to the
 /// longest: Kuzzle is out of reach, and every retry costs the link.
@@ -21,68 +29,89 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 pub(super) fn run(shared: &Shared) {
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver_all(shared)));
     let mut state = shared.lock();
-    // A bug: nothing delivers any more; flush and close must not wait.
-    state.thread_gone = ended.is_err();
-    state.done = true;
+    // A bug: this thread's batch is lost; flush and close must not wait.
+    state.thread_gone |= ended.is_err();
+    state.lanes -= 1;
+    state.done = state.lanes == 0;
     drop(state);
     shared.progress.notify_all();
+    shared.wake.notify_all();
 }
 
 fn deliver_all(shared: &Shared) {
-    let mut pause = Duration::ZERO;
-    while let Some(batch) = next_batch(shared, pause) {
-        let first = batch.first().map_or(0, Item::seq);
-        let last = batch.last().map_or(0, Item::seq);
+    let mut after_held = None;
+    while let Some((flight, batch)) = next_batch(shared, after_held.take()) {
         let fates = deliver(shared, &batch);
-        let batch = {
+        {
             let mut state = shared.lock();
             if state.abandoned {
                 // Memory mode, closed: close reported these already.
                 break;
             }
-            state.reporting = true;
-            state.in_flight_batch = None;
-            batch
-        };
+            state.reporting += 1;
+            // Its lowest seq stays in `flying` (for the watermark) until it
+            // is settled; its documents are no longer close's to abandon.
+            if let Some(f) = state.flying.iter_mut().find(|f| f.id == flight) {
+                f.batch = None;
+            }
+        }
+        let n = batch.len();
         // Close shares the batch only when it abandons it (above).
         let items = Arc::try_unwrap(batch).unwrap_or_else(|kept| (*kept).clone());
-        let (finals, retry) = settle(items, fates);
+        let (finals, retry, held) = settle(items, fates);
         let delivered_some = finals.iter().any(|r| r.ok);
-        let retried = retry.len();
-        let retried_min = retry.first().map(Item::seq);
-        let retried_bytes: usize = retry.iter().map(Item::size).sum();
-        if !retry.is_empty() {
-            shared.store.put_back(retry);
+        let failed_again = !retry.is_empty();
+        let only_held = !held.is_empty() && finals.is_empty() && retry.is_empty();
+        let put_back = retry.len() + held.len();
+        let put_back_bytes: usize = retry.iter().chain(&held).map(Item::size).sum();
+        if failed_again {
             shared
                 .counters
                 .retried_batches
                 .fetch_add(1, Ordering::Relaxed);
         }
+        if put_back > 0 {
+            let mut again = retry;
+            again.extend(held);
+            shared.store.put_back(again);
+        }
         finish(shared, finals);
-        pause = match (retried, delivered_some) {
-            (0, _) | (_, true) => Duration::ZERO,
-            _ => (pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE),
-        };
         let mut state = shared.lock();
-        state.in_flight = 0;
-        state.reporting = false;
-        state.waiting += retried;
-        state.waiting_bytes += retried_bytes;
-        if retried > 0 {
+        if failed_again && !delivered_some {
+            state.pause = (state.pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE);
+            state.resume_at = Some(Instant::now() + state.pause);
+        } else if delivered_some {
+            state.pause = Duration::ZERO;
+            state.resume_at = None;
+        }
+        state.in_flight -= n.min(state.in_flight);
+        state.reporting -= 1;
+        state.waiting += put_back;
+        state.waiting_bytes += put_back_bytes;
+        if put_back > 0 {
             state.oldest.get_or_insert_with(Instant::now);
         }
-        state.read_upto = state.read_upto.max(last + 1);
-        state.low_watermark = watermark(shared, &state, retried_min).max(first);
+        state.flying.retain(|f| f.id != flight);
+        state.batches_done += 1;
+        // All held back for earlier versions in another batch in flight:
+        // taken again once a batch has ended, not at once.
+        if only_held && !state.flying.is_empty() {
+            after_held = Some(state.batches_done);
+        }
+        state.low_watermark = watermark(shared, &state).max(state.low_watermark);
         drop(state);
         shared.progress.notify_all();
+        shared.wake.notify_all();
     }
 }
 
 /// The documents of a batch turned into their final reports, in seq
-/// order, and those to try again.
-fn settle(items: Vec<Item>, fates: Vec<Fate>) -> (Vec<Report>, Vec<Item>) {
+/// order; those to try again; those held back (an earlier version had no
+/// final outcome yet).
+fn settle(items: Vec<Item>, fates: Vec<Fate>) -> (Vec<Report>, Vec<Item>, Vec<Item>) {
     let mut finals = Vec::with_capacity(items.len());
     let mut retry = Vec::new();
+    let mut held = Vec::new();
     for (mut item, fate) in items.into_iter().zip(fates) {
         match fate {
             Fate::Final(Verdict::Stored { version, created }) => finals.push(Report {
@@ -99,42 +128,32 @@ fn settle(items: Vec<Item>, fates: Vec<Fate>) -> (Vec<Report>, Vec<Item>) {
                 item.sent_in_doubt |= in_doubt;
                 retry.push(item);
             }
+            Fate::Held => held.push(item),
         }
     }
-    (finals, retry)
+    (finals, retry, held)
 }
 
-/// Every seq below it has its final report: the lowest one put back, else
-/// the lowest waiting in memory; with a spool, which hands out in seq
-/// order, the first seq not read yet, or the next seq when the spool holds
-/// nothing without an outcome.
-fn watermark(shared: &Shared, state: &State, retried: Option<u64>) -> u64 {
-    if let Some(seq) = retried {
-        return seq;
-    }
-    if let Some(seq) = shared.store.front_seq() {
-        return seq;
-    }
-    match shared.store.spool() {
-        Some(spool) if state.waiting == 0 && state.in_flight == 0 => {
-            let stats = spool.stats();
-            match stats.pending {
-                0 => stats.next_seq,
-                _ => state.read_upto,
-            }
-        }
-        Some(_) => state.read_upto,
-        None => shared.next_seq.load(Ordering::Relaxed),
-    }
+/// Every seq below it has its final report: the lowest seq of a batch in
+/// flight or of a document waiting (put back, or not taken yet), else the
+/// next seq.
+fn watermark(shared: &Shared, state: &State) -> u64 {
+    let stored = match shared.store.spool() {
+        Some(spool) => spool.lowest_unsettled_untaken(),
+        None => shared
+            .store
+            .front_seq()
+            .unwrap_or_else(|| shared.next_seq.load(Ordering::Relaxed)),
+    };
+    state.flying.iter().map(|f| f.first).fold(stored, u64::min)
 }
 
-/// Waits `pause`, unless a close comes first.
-fn pause_for<'s>(
+/// Waits until `until`, unless a close comes first.
+fn pause_until<'s>(
     shared: &'s Shared,
     mut state: std::sync::MutexGuard<'s, State>,
-    pause: Duration,
+    until: Instant,
 ) -> std::sync::MutexGuard<'s, State> {
-    let until = Instant::now() + pause;
     while !state.closing {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -149,14 +168,26 @@ fn pause_for<'s>(
     state
 }
 
-/// The next batch once one is due; None when closing.
-fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
+/// The next batch once one is due, with its flight's id; None when
+/// closing. `after_held`: this thread's last batch was all held back: wait
+/// for the count of batches ended to pass it first.
+fn next_batch(shared: &Shared, after_held: Option<u64>) -> Option<(u64, Arc<Vec<Item>>)> {
     let c = &shared.config;
-    // Nothing got through: wait (a close ends the wait).
-    let mut state = pause_for(shared, shared.lock(), pause);
+    let mut state = shared.lock();
     loop {
         if state.closing {
             return None;
+        }
+        // Nothing got through: every thread waits (a close ends the wait).
+        if let Some(until) = state.resume_at.filter(|&t| t > Instant::now()) {
+            state = pause_until(shared, state, until);
+            continue;
+        }
+        let held_back = after_held.is_some_and(|n| n == state.batches_done);
+        // One thread takes at a time: `waiting` counts what is not taken.
+        if state.taking || (held_back && !state.flying.is_empty()) {
+            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            continue;
         }
         // With a spool, the backlog may be far larger than memory: its
         // reports wait for polls, at most `maxQueueDocuments` of them.
@@ -165,9 +196,11 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
             continue;
         }
         if state.waiting == 0 {
-            state.flush = false;
-            state.oldest = None;
-            state.low_watermark = watermark(shared, &state, None).max(state.low_watermark);
+            if state.flying.is_empty() {
+                state.flush = false;
+                state.oldest = None;
+            }
+            state.low_watermark = watermark(shared, &state).max(state.low_watermark);
             shared.progress.notify_all();
             state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             continue;
@@ -183,18 +216,34 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
             .unwrap_or_else(|p| p.into_inner())
             .0;
     }
+    // In flight from here, before the store hands anything out: what it
+    // takes is at or above the lowest seq waiting now, and the watermark
+    // must not pass it meanwhile.
+    let flight = state.next_flight;
+    state.next_flight += 1;
+    let first = watermark(shared, &state);
+    state.flying.push(Flight {
+        id: flight,
+        first,
+        batch: None,
+    });
+    state.taking = true;
     drop(state);
-    let items = match shared.store.take(c.batch_documents, c.max_queue_bytes) {
+    let taken = shared.store.take(c.batch_documents, c.max_queue_bytes);
+    let mut state = shared.lock();
+    state.taking = false;
+    shared.wake.notify_all();
+    let items = match taken {
         Ok(items) => items,
         Err(_) => {
             // A spool that cannot be read now (an I/O error): the documents
             // stay counted; try again after a pause (a close ends it).
-            drop(pause_for(shared, shared.lock(), FIRST_PAUSE));
-            return Some(Arc::default());
+            drop(pause_until(shared, state, Instant::now() + FIRST_PAUSE));
+            return Some((flight, Arc::default()));
         }
     };
+    shared.order.enter(&items);
     let bytes: usize = items.iter().map(Item::size).sum();
-    let mut state = shared.lock();
     if items.is_empty() {
         // Counted but not there (a spool's damaged records): nothing waits.
         state.waiting = 0;
@@ -203,18 +252,20 @@ fn next_batch(shared: &Shared, pause: Duration) -> Option<Arc<Vec<Item>>> {
         state.waiting -= items.len().min(state.waiting);
         state.waiting_bytes -= bytes.min(state.waiting_bytes);
     }
-    state.in_flight = items.len();
+    state.in_flight += items.len();
     state.oldest = (state.waiting > 0).then(Instant::now);
-    if let Some(first) = items.first() {
-        state.low_watermark = state.low_watermark.min(first.seq()).max(1);
-    }
     let items = Arc::new(items);
-    // For a close that cannot wait for it (memory mode: with a spool the
-    // documents stay on disk).
-    if shared.store.spool().is_none() {
-        state.in_flight_batch = Some(items.clone());
+    if let Some(f) = state.flying.iter_mut().find(|f| f.id == flight) {
+        f.first = items
+            .iter()
+            .map(Item::seq)
+            .fold(u64::MAX, u64::min)
+            .max(first);
+        // For a close that cannot wait for it (memory mode: with a spool
+        // the documents stay on disk).
+        f.batch = Some(items.clone());
     }
-    Some(items)
+    Some((flight, items))
 }
 
 /// What became of one document of a batch.
@@ -223,59 +274,35 @@ enum Fate {
     Final(Verdict),
     /// To send again later (this attempt in doubt or not).
     Again { in_doubt: bool },
+    /// Not sent: an earlier version of it had no final outcome yet.
+    Held,
 }
 
 /// Sends a batch: each document's fate, by position.
 fn deliver(shared: &Shared, batch: &[Item]) -> Vec<Fate> {
-    fn key(i: &Item) -> (&str, &str, &str) {
-        (i.doc.index(), i.doc.collection(), i.id())
-    }
-    let mut fates: Vec<Fate> = (0..batch.len())
-        .map(|_| Fate::Again { in_doubt: false })
-        .collect();
-    // An `_id` put back is not sent again in this batch: a later version of
-    // it stored now would be overwritten by the earlier one's resend.
-    let mut held: HashSet<(&str, &str, &str)> = HashSet::new();
+    let mut fates: Vec<Fate> = (0..batch.len()).map(|_| Fate::Held).collect();
     for mut group in requests(batch) {
         if shared.lock().abandoned {
             // Memory mode, closed: close reported these already.
             continue;
         }
-        if !held.is_empty() {
-            group.retain(|&k| !held.contains(&key(&batch[k])));
-        }
+        // A document with an earlier version still without its outcome
+        // (put back from this batch, in another batch in flight, or
+        // waiting to be sent again) stays: sent now, that version's resend
+        // could overwrite it.
+        shared.order.keep_first_versions(batch, &mut group);
         if group.is_empty() {
             continue;
         }
         deliver_group(shared, batch, &group, &mut fates);
-        held.extend(
+        shared.order.leave(
             group
                 .iter()
-                .filter(|&&k| matches!(fates[k], Fate::Again { .. }))
-                .map(|&k| key(&batch[k])),
+                .filter(|&&k| matches!(fates[k], Fate::Final(_)))
+                .map(|&k| &batch[k]),
         );
     }
     fates
-}
-
-/// Hashes ids for the duplicate check of `requests`: they are short and
-/// the application's own, where SipHash's resistance buys nothing.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// The batch cut into requests of one index and collection each (the
@@ -283,8 +310,7 @@ impl std::hash::Hasher for IdHasher {
 /// once per request (two versions of one document in one request could be
 /// stored in either order).
 fn requests(batch: &[Item]) -> Vec<Vec<usize>> {
-    // Local: cbindgen, which reads this crate, cannot read such an alias.
-    type IdSet<'a> = HashSet<&'a str, std::hash::BuildHasherDefault<IdHasher>>;
+    type IdSet<'a> = FxHashSet<&'a str>;
     let mut groups: Vec<(Vec<usize>, IdSet)> = Vec::new();
     for (k, item) in batch.iter().enumerate() {
         let target = &item.doc.target;

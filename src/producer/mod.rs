@@ -1,13 +1,15 @@
 //! The gateway producer: documents accepted one by one from any thread,
-//! kept in memory or in the crash-safe spool, sent in batches by one
-//! delivery thread through the mWrite engine, and one final report per
+//! kept in memory or in the crash-safe spool, sent in batches by two
+//! delivery threads through the mWrite engine, and one final report per
 //! document handed to the application by `poll`.
 //!
 //! - `store`: where accepted documents wait (memory or spool).
-//! - `deliver`: the delivery thread: batches, the engine, outcomes.
+//! - `deliver`: the delivery threads: batches, the engine, outcomes.
+//! - `order`: one document's versions sent in seq order across batches.
 //! - `reports`: the reports waiting for `poll`, and their descriptor.
 
 mod deliver;
+mod order;
 mod reports;
 mod store;
 
@@ -18,6 +20,7 @@ use crate::config::{ProducerConfig, SpoolSync, WhenFull};
 use crate::error::{Error, Result, Status};
 use crate::mwrite::{check_document, check_documents};
 use crate::spool::{Spool, SpoolConfig, SpoolError, SyncMode};
+use order::Order;
 use reports::Reports;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,11 +33,13 @@ pub(crate) struct Shared {
     config: ProducerConfig,
     store: Store,
     state: Mutex<State>,
-    /// The delivery thread waits on it: documents, a flush, a close.
+    /// The delivery threads wait on it: documents, a flush, a close, a
+    /// batch ended.
     wake: Condvar,
     /// Producers waiting for room, flushes waiting for reports.
     progress: Condvar,
     reports: Reports,
+    order: Order,
     /// Polls one at a time.
     polling: Mutex<()>,
     /// Seqs of memory mode (a spool numbers its own).
@@ -53,11 +58,22 @@ struct Counters {
 
 #[derive(Default)]
 struct State {
-    /// Accepted documents not yet taken by the delivery thread.
+    /// Accepted documents not yet taken by a delivery thread.
     waiting: usize,
     waiting_bytes: usize,
-    /// Taken, in a batch being delivered.
+    /// Taken, in batches being delivered.
     in_flight: usize,
+    /// The batches being delivered, oldest first.
+    flying: Vec<Flight>,
+    next_flight: u64,
+    /// Batches delivered (settled) so far.
+    batches_done: u64,
+    /// A delivery thread is taking a batch from the store.
+    taking: bool,
+    /// After batches that got nothing through: the pause, and when
+    /// delivery may try again.
+    pause: Duration,
+    resume_at: Option<Instant>,
     /// Accepted, final report not yet polled: what the queue bound counts.
     outstanding: usize,
     outstanding_bytes: usize,
@@ -66,32 +82,38 @@ struct State {
     /// Raised by flush, until nothing waits.
     flush: bool,
     closing: bool,
-    /// The delivery thread ended.
+    /// Delivery threads running, and whether all have ended.
+    lanes: usize,
     done: bool,
-    /// It ended by a panic (a bug): nothing will deliver any more.
+    /// One ended by a panic (a bug): its batch will never be reported.
     thread_gone: bool,
     /// Every seq below this has its final report (or was never ours).
     low_watermark: u64,
-    /// With a spool: every seq below this was read from it once.
-    read_upto: u64,
     /// Seqs of the reports handed out by the last poll.
     handed: Vec<u64>,
-    /// Memory mode: the batch in flight, for a close that cannot wait for
-    /// it.
-    in_flight_batch: Option<Arc<Vec<Item>>>,
-    /// The delivery thread is turning a batch's results into reports.
-    reporting: bool,
-    /// Memory mode: close reported the batch in flight; its outcome is
-    /// dropped.
+    /// Delivery threads turning a batch's results into reports.
+    reporting: usize,
+    /// Memory mode: close reported the batches in flight; their outcomes
+    /// are dropped.
     abandoned: bool,
     /// Seqs of documents whose final report is a failure, since the last
     /// flush (which says `KUZZLE_PARTIAL` when one of its own is there).
     failed: std::collections::BTreeSet<u64>,
 }
 
+/// A batch being delivered.
+struct Flight {
+    id: u64,
+    /// Its lowest seq (at most that, while it is being taken).
+    first: u64,
+    /// Its documents, until its results come back: for a close that cannot
+    /// wait for them (memory mode).
+    batch: Option<Arc<Vec<Item>>>,
+}
+
 pub(crate) struct Producer {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Producer {
@@ -100,7 +122,7 @@ impl Producer {
             .map_err(|e| Error::new(Status::KUZZLE_ERR_INTERNAL, format!("no socket pair: {e}")))?;
         let mut state = State {
             low_watermark: 1,
-            read_upto: 1,
+            lanes: deliver::LANES,
             ..State::default()
         };
         let store = match &config.spool_dir {
@@ -137,24 +159,37 @@ impl Producer {
             wake: Condvar::new(),
             progress: Condvar::new(),
             reports,
+            order: Order::default(),
             polling: Mutex::new(()),
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
         });
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("kuzzle-producer".into())
-            .spawn(move || deliver::run(&worker))
-            .map_err(|e| {
-                Error::new(
-                    Status::KUZZLE_ERR_INTERNAL,
-                    format!("cannot start the delivery thread: {e}"),
-                )
-            })?;
-        Ok(Producer {
+        let mut producer = Producer {
             shared,
-            thread: Some(thread),
-        })
+            threads: Vec::new(),
+        };
+        for _ in 0..deliver::LANES {
+            let worker = producer.shared.clone();
+            let started = std::thread::Builder::new()
+                .name("kuzzle-producer".into())
+                .spawn(move || deliver::run(&worker));
+            match started {
+                Ok(thread) => producer.threads.push(thread),
+                Err(e) => {
+                    // Those started stop at once (nothing accepted yet).
+                    let mut state = producer.shared.lock();
+                    state.lanes -= deliver::LANES - producer.threads.len();
+                    drop(state);
+                    producer.stop(Duration::ZERO, false);
+                    producer.join();
+                    return Err(Error::new(
+                        Status::KUZZLE_ERR_INTERNAL,
+                        format!("cannot start a delivery thread: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(producer)
     }
 
     /// `kuzzle_produce` (`batch` false: one document) and
@@ -229,7 +264,7 @@ impl Producer {
         state.waiting += n;
         state.waiting_bytes += bytes;
         state.oldest.get_or_insert_with(Instant::now);
-        // The delivery thread sleeps until the first document (then
+        // The delivery threads sleep until the first document (then
         // `lingerMs`) or a full batch: waking it for every one costs more
         // than the produce call itself.
         let batch = shared.config.batch_documents;
@@ -286,6 +321,8 @@ impl Producer {
                         return Err(queue_full("the queue is full of reports not polled"));
                     }
                     let freed: usize = dropped.iter().map(Item::size).sum();
+                    // Put back ones among them held later versions.
+                    shared.order.leave(&dropped);
                     state.waiting -= dropped.len().min(state.waiting);
                     state.waiting_bytes -= freed.min(state.waiting_bytes);
                     state.outstanding -= dropped.len().min(state.outstanding);
@@ -444,21 +481,28 @@ impl Producer {
     /// the next open.
     /// `wanted`: the caller takes the reports not polled; if not, they are
     /// not consumed (with a spool they come again after the next open).
-    pub fn close(mut self, timeout: Duration, wanted: bool) -> Vec<Report> {
+    pub fn close(self, timeout: Duration, wanted: bool) -> Vec<Report> {
         let reports = self.stop(timeout, wanted);
-        // The delivery thread ended: its share of the spool too, which is
-        // closed now (synced, unlocked) for the next opener.
-        let ended = self.shared.lock().done;
-        if let Some(thread) = self.thread.take().filter(|_| ended) {
+        self.join();
+        reports
+    }
+
+    /// Once the delivery threads have ended: their share of the spool too,
+    /// which is closed now (synced, unlocked) for the next opener. A thread
+    /// still sending (closed without waiting for it) ends on its own.
+    fn join(mut self) {
+        if !self.shared.lock().done {
+            return;
+        }
+        for thread in std::mem::take(&mut self.threads) {
             let _ = thread.join();
-            if let Ok(shared) = Arc::try_unwrap(self.shared) {
-                if let Store::Spool(spool) = shared.store {
-                    // What it could not sync is replayed at the next open.
-                    let _ = spool.close();
-                }
+        }
+        if let Ok(shared) = Arc::try_unwrap(self.shared) {
+            if let Store::Spool(spool) = shared.store {
+                // What it could not sync is replayed at the next open.
+                let _ = spool.close();
             }
         }
-        reports
     }
 
     fn stop(&self, timeout: Duration, wanted: bool) -> Vec<Report> {
@@ -475,23 +519,27 @@ impl Producer {
         // A thread that is not sending ends at once (it only waits on
         // what `closing` interrupts); one with a request in flight gets
         // what is left of the timeout.
-        let mut abandoned = None;
+        let mut abandoned = Vec::new();
         while !state.done {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() && state.in_flight > 0 && !state.reporting {
-                // It ends on its own (bounded by timeoutMs): with a spool
-                // its documents stay there; in memory mode they are
-                // reported here, in doubt, and its outcome is dropped.
+            if left.is_zero() && state.in_flight > 0 && state.reporting == 0 && !state.taking {
+                // They end on their own (bounded by timeoutMs): with a
+                // spool their documents stay there; in memory mode they are
+                // reported here, in doubt, and their outcomes are dropped.
                 if shared.store.spool().is_none() {
                     state.abandoned = true;
-                    abandoned = state.in_flight_batch.take();
+                    abandoned = state
+                        .flying
+                        .iter_mut()
+                        .filter_map(|f| f.batch.take())
+                        .collect();
                 }
                 break;
             }
             if left.is_zero() && state.thread_gone {
                 break;
             }
-            let wait = if state.in_flight > 0 && !state.reporting {
+            let wait = if state.in_flight > 0 && state.reporting == 0 {
                 left
             } else {
                 Duration::from_secs(1)
@@ -507,7 +555,7 @@ impl Producer {
         let _ = shared.store.consumed(&handed);
         if shared.store.spool().is_none() {
             let left = shared.store.drop_oldest(usize::MAX);
-            let mut reports = in_doubt_reports(abandoned.as_deref());
+            let mut reports = in_doubt_reports(&abandoned);
             reports.extend(closed_reports(left));
             deliver::finish(shared, reports);
         }
@@ -583,12 +631,12 @@ fn closed_reports(items: Vec<Item>) -> Vec<Report> {
 }
 
 /// Documents whose request was in flight when the producer closed.
-fn in_doubt_reports(batch: Option<&Vec<Item>>) -> Vec<Report> {
+fn in_doubt_reports(batches: &[Arc<Vec<Item>>]) -> Vec<Report> {
     let reason = "the producer was closed while its request was in flight: it may or may not \
                   have been written";
-    batch
-        .into_iter()
-        .flatten()
+    batches
+        .iter()
+        .flat_map(|batch| batch.iter())
         .map(|item| deliver::failure(item.clone(), 0, reason.into(), true))
         .collect()
 }

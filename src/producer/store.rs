@@ -142,7 +142,18 @@ impl Store {
         match self {
             Store::Memory(q) => {
                 let mut q = Store::queue(q);
-                for item in items.into_iter().rev() {
+                // Batches come back in any order (two in flight): merged
+                // with those put back before them, the queue stays in seq
+                // order, as the watermark and `Order` would have it.
+                let Some(top) = items.iter().map(Item::seq).max() else {
+                    return;
+                };
+                let mut front = items;
+                while q.items.front().is_some_and(|i| i.seq() < top) {
+                    front.extend(q.items.pop_front());
+                }
+                front.sort_unstable_by_key(Item::seq);
+                for item in front.into_iter().rev() {
                     q.items.push_front(item);
                 }
             }

@@ -401,9 +401,24 @@ impl Spool {
     /// Documents handed out to be tried again later: they come back first.
     pub fn requeue(&self, docs: Vec<StoredDoc>) {
         let mut st = lock(&self.inner.state);
-        for doc in docs.into_iter().rev() {
-            st.requeued.push_front(doc);
+        // Batches come back in any order (several in flight): handed out
+        // again in seq order all the same.
+        st.requeued.extend(docs);
+        st.requeued
+            .make_contiguous()
+            .sort_unstable_by_key(|d| d.seq);
+    }
+
+    /// The lowest seq without an outcome that is not handed out now
+    /// (requeued, or not read yet); the next seq when every document has
+    /// its outcome.
+    pub fn lowest_unsettled_untaken(&self) -> u64 {
+        let st = lock(&self.inner.state);
+        if st.pending == 0 {
+            return st.next_seq;
         }
+        let unread = st.passed + 1;
+        st.requeued.front().map_or(unread, |d| d.seq.min(unread))
     }
 
     /// Stores final outcomes, durably as `sync` says.
