@@ -495,9 +495,11 @@ impl Client {
         .to_string()
     }
 
-    /// `raw` gzip'd into `out`, by one of the client's compressors.
+    /// `raw` gzip'd into `out`, by one of the client's compressors, for a
+    /// query: at the current level, outside the level's choice (which
+    /// learns from mWrite exchanges).
     pub fn gzip(&self, raw: &[u8], out: &mut Vec<u8>) {
-        self.transport.gzip.compress(raw, out);
+        self.transport.gzip.compress_aside(raw, out);
     }
 }
 

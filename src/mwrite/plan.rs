@@ -58,7 +58,7 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Range<usize>> {
             let mut raw = Vec::new();
             job.build(&sample, &mut raw);
             let mut packed = Vec::new();
-            engine.gzip.compress(&raw, &mut packed);
+            engine.gzip.compress_aside(&raw, &mut packed);
             let packed = packed.len().max(1);
             let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
             ((budget as f64) * ratio * 0.75) as usize

@@ -199,12 +199,25 @@ impl GzipPool {
     }
 
     /// `raw` as a gzip member, into `out` (emptied first), at the level
-    /// chosen for this request.
+    /// chosen for this mWrite request, whose exchange `exchanged` reports.
     pub fn compress(&self, raw: &[u8], out: &mut Vec<u8>) {
         let level = match self.fixed {
             Some(level) => level,
             None => self.lock_choice().pick(),
         };
+        let took = self.compress_at(level, raw, out);
+        LAST.set(Some((level, raw.len(), took)));
+    }
+
+    /// `raw` at the current level, outside the choice: a query's request,
+    /// or a sample that is never sent (neither is an mWrite exchange to
+    /// learn from, and a sample must not be spent as a probe).
+    pub fn compress_aside(&self, raw: &[u8], out: &mut Vec<u8>) {
+        self.compress_at(self.level(), raw, out);
+    }
+
+    /// `raw` at `level` into `out`: the time it took.
+    fn compress_at(&self, level: u32, raw: &[u8], out: &mut Vec<u8>) -> Duration {
         // A compressor is whole between calls, even after a panic.
         let lock = || self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let mut gzip = {
@@ -216,12 +229,13 @@ impl GzipPool {
         };
         let started = Instant::now();
         gzip.compress(raw, out);
-        LAST.set(Some((level, raw.len(), started.elapsed())));
+        let took = started.elapsed();
         let mut spare = lock();
         if spare.len() >= POOL_SIZE {
             spare.remove(0);
         }
         spare.push(gzip);
+        took
     }
 
     /// The request this thread compressed last (`raw_len` bytes before
