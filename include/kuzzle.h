@@ -488,7 +488,7 @@ const char *kuzzle_version(void);
    closes or the process dies are sent after the next open.
  - `lingerMs` integer 0..86400000, default 5: how long a document may wait
    for companions before its request leaves (0: at once).
- - `batchDocuments` integer 1..1000000, default 32000: documents handed to
+ - `batchDocuments` integer 1..1000000, default 16000: documents handed to
    one `kuzzle_mwrite` (it cuts and sends them `concurrency` at a time);
    two batches are in flight at most, the next one leaving while the
    last requests of the one before are out (the client's `concurrency`

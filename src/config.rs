@@ -575,7 +575,7 @@ impl Default for ProducerConfig {
             // librdkafka's linger.ms: enough for companions from a busy
             // sensor loop, too short to notice for a lone reading.
             linger: Duration::from_millis(5),
-            batch_documents: 32_000,
+            batch_documents: 16_000,
             max_queue_documents: 100_000,
             max_queue_bytes: 64 << 20,
             when_full: WhenFull::Block,

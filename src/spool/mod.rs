@@ -330,6 +330,15 @@ struct State {
 struct SyncState {
     in_progress: bool,
     durable: u64,
+    /// The last seq of each thread waiting for a sync (`SyncMode::Always`).
+    waiting: Vec<u64>,
+    /// Threads the last sync served, and threads come to wait since it
+    /// ended: the next sync gives the ones served a moment to come back
+    /// with their next document (writer.rs, `sync_to`).
+    served: usize,
+    came: usize,
+    /// How long the last fdatasync took.
+    last_took: std::time::Duration,
 }
 
 struct Inner {

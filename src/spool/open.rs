@@ -286,8 +286,8 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
         _lock: sys::Held(lock_file),
         state: Mutex::new(state),
         sync: Mutex::new(SyncState {
-            in_progress: false,
             durable: next_seq - 1,
+            ..SyncState::default()
         }),
         synced: Condvar::new(),
         fsyncs,

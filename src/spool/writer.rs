@@ -171,20 +171,45 @@ pub(super) fn mark_durable(inner: &Inner, upto: u64) {
     s.durable = s.durable.max(upto);
 }
 
+/// How long a sync waits at most for the threads the one before served.
+const MOST_GATHER: Duration = Duration::from_millis(1);
+
 /// Returns once every seq up to `target` is on disk. One thread at a time
 /// runs the fdatasync; the others wait for it, and a sync that covers them
 /// (it covers all that was written when it started) serves them all.
 pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
     let mut s = lock(&inner.sync);
-    loop {
+    s.waiting.push(target);
+    s.came += 1;
+    // A sync gathering its documents waits for this one (below).
+    inner.synced.notify_all();
+    let result = loop {
         if s.durable >= target {
-            return Ok(());
+            break Ok(());
         }
         if s.in_progress {
             s = inner.synced.wait(s).unwrap_or_else(|e| e.into_inner());
             continue;
         }
         s.in_progress = true;
+        // The threads the last sync served are writing their next
+        // documents now: started at once, this sync would cover only the
+        // threads that waited through the last one, about half of them,
+        // and so would every sync after it. A moment (half a sync, at most
+        // `MOST_GATHER`) lets them in; none is waited for when none was
+        // served (a lone producer comes back itself).
+        let until = Instant::now() + (s.last_took / 2).min(MOST_GATHER);
+        while s.came < s.served {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = inner
+                .synced
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
         drop(s);
         // Earlier segments were synced at rotation: the active one suffices.
         let (file, upto, path) = {
@@ -195,18 +220,26 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
                 segment_path(&inner.cfg.dir, st.active_first),
             )
         };
-        let result = file.sync_data();
+        let started = Instant::now();
+        let synced = file.sync_data();
         s = lock(&inner.sync);
         s.in_progress = false;
+        s.last_took = started.elapsed();
         inner.synced.notify_all();
-        match result {
+        match synced {
             Ok(()) => {
                 inner.fsyncs.fetch_add(1, Relaxed);
                 s.durable = s.durable.max(upto);
+                s.served = s.waiting.iter().filter(|&&t| t <= upto).count();
+                s.came = 0;
             }
-            Err(e) => return Err(io_err(&path, "fdatasync", e)),
+            Err(e) => break Err(io_err(&path, "fdatasync", e)),
         }
+    };
+    if let Some(i) = s.waiting.iter().position(|&t| t == target) {
+        s.waiting.swap_remove(i);
     }
+    result
 }
 
 /// `SyncMode::Interval`'s thread: an fdatasync of what was written, at most
