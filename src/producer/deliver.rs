@@ -77,10 +77,12 @@ fn deliver_all(shared: &Shared) {
         }
         finish(shared, finals);
         let mut state = shared.lock();
+        // A batch all held back says nothing of Kuzzle: it leaves the
+        // pause another batch set as it is.
         if failed_again && !delivered_some {
             state.pause = (state.pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE);
             state.resume_at = Some(Instant::now() + state.pause);
-        } else if delivered_some {
+        } else if !only_held {
             state.pause = Duration::ZERO;
             state.resume_at = None;
         }
