@@ -337,6 +337,8 @@ struct SyncState {
     /// with their next document (writer.rs, `sync_to`).
     served: usize,
     came: usize,
+    /// A sync waits for them now: arrivals wake it.
+    gathering: bool,
     /// How long the last fdatasync took.
     last_took: std::time::Duration,
 }

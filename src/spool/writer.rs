@@ -182,7 +182,9 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
     s.waiting.push(target);
     s.came += 1;
     // A sync gathering its documents waits for this one (below).
-    inner.synced.notify_all();
+    if s.gathering {
+        inner.synced.notify_all();
+    }
     let result = loop {
         if s.durable >= target {
             break Ok(());
@@ -199,6 +201,7 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
         // `MOST_GATHER`) lets them in; none is waited for when none was
         // served (a lone producer comes back itself).
         let until = Instant::now() + (s.last_took / 2).min(MOST_GATHER);
+        s.gathering = true;
         while s.came < s.served {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -210,6 +213,7 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        s.gathering = false;
         drop(s);
         // Earlier segments were synced at rotation: the active one suffices.
         let (file, upto, path) = {
