@@ -8,9 +8,12 @@
 //!   request goes to it until a wait of 1 s, doubling with each failure in
 //!   a row up to 30 s (jittered), has passed and a probe (`/_healthcheck`,
 //!   sent by the thread that found the wait over) found it answering.
-//! - With every node dead, requests go to the one whose wait ends first:
-//!   nothing better is left, and the caller's backoff paces them (one node
-//!   alone behaves as without a pool).
+//! - With every node dead, requests go to each node in turn, whatever its
+//!   wait: a wait says how often a node failed, not which comes back first
+//!   (in a rolling restart, the node restarted first is up again while its
+//!   wait, grown by the probes that failed while it started, is the
+//!   longest). The caller's backoff paces them; one node alone behaves as
+//!   without a pool.
 //! - `"concurrency": "auto"`: each node has an adaptive limit
 //!   (`adaptive`), and a request waits for a node under its limit. A fixed
 //!   `concurrency` is the number of requests in flight per call, whatever
@@ -188,8 +191,12 @@ impl Pool {
             }
             let pick = match any_alive {
                 true => self.least_loaded(&mut shared),
-                // Nothing alive: the node whose wait ends first.
-                false => (0..shared.nodes.len()).min_by_key(|&i| shared.nodes[i].retry_at),
+                // Nothing alive: each in turn.
+                false => {
+                    let i = shared.turn % shared.nodes.len();
+                    shared.turn = (i + 1) % shared.nodes.len();
+                    Some(i)
+                }
             };
             if let Some(i) = pick {
                 let node = &mut shared.nodes[i];
@@ -408,19 +415,42 @@ mod tests {
     }
 
     #[test]
-    fn with_every_node_dead_the_one_due_first_is_used() {
+    fn with_every_node_dead_requests_go_to_each_in_turn_whatever_its_wait() {
         let p = pool(2, false, 4);
         for _ in 0..2 {
             p.acquire(|_| true).end(Ended::Unreachable);
         }
         assert!(!p.any_alive());
-        p.lock().nodes[1].retry_at = Instant::now() + Duration::from_secs(100);
-        let l = p.acquire(|_| panic!("nothing to probe against"));
-        assert_eq!(l.index, 0);
-        // It answers: alive again, its failures in a row forgotten.
+        // Node 0 failed often (its wait is long), node 1 once: a rolling
+        // restart's node restarted first, up again, and the one just
+        // stopped. Retries must reach node 0, not keep hitting node 1.
+        p.lock().nodes[0].retry_at = Instant::now() + Duration::from_secs(100);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let l = p.acquire(|_| panic!("nothing to probe against"));
+            order.push(l.index);
+            if l.index == 1 {
+                l.end(Ended::Unreachable);
+            }
+        }
+        order.sort_unstable();
+        assert_eq!(order, [0, 0, 1, 1]);
+        // Node 0 answers: alive again, its failures in a row forgotten,
+        // and requests stay with it.
+        p.acquire(|_| true).end(Ended::Unreachable);
+        let l = loop {
+            let l = p.acquire(|_| false);
+            if l.index == 0 {
+                break l;
+            }
+        };
         l.end(Ended::Success);
         let shared = p.lock();
         assert!(shared.nodes[0].alive && shared.nodes[0].strikes == 0);
+        drop(shared);
+        for _ in 0..3 {
+            assert_eq!(p.acquire(|_| false).index, 0);
+        }
     }
 
     #[test]
