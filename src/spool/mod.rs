@@ -284,6 +284,9 @@ struct State {
     segment_bytes_total: u64,
     active: Arc<File>,
     active_first: u64,
+    /// The active segment's size on disk: with `SyncMode::Always`, zeros
+    /// run past its records up to here (writer.rs, `preallocate`).
+    allocated: u64,
     next_seq: u64,
     floor: u64,
     checkpoint: File,

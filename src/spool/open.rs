@@ -248,11 +248,14 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
     )?;
     journal::remove_journals(&dir, &journals_found)?;
     let first_segment = segments.keys().next().copied().unwrap_or(active_first);
+    // The tail past the records was cut: the file ends where they do.
+    let allocated = segments.get(&active_first).map_or(FILE_HEADER, |s| s.len);
     let state = State {
         segment_bytes_total: total,
         segments,
         active: Arc::new(active),
         active_first,
+        allocated,
         next_seq,
         floor,
         checkpoint: cp_file,

@@ -645,3 +645,36 @@ fn the_tail_cache_serves_what_was_just_appended() {
     }
     spool.close().unwrap();
 }
+
+#[test]
+fn with_always_zeros_run_ahead_of_the_records_and_are_cut_at_rest() {
+    let tmp = TempDir::new("zeros");
+    let mut cfg = config(tmp.path(), SyncMode::Always);
+    cfg.segment_bytes = 8 * 1024;
+    let (spool, _) = Spool::open(cfg.clone()).unwrap();
+    append_each(&spool, 1, 3);
+    let seg = only_file(tmp.path(), "seg-");
+    // Zeros up to the segment's size: the next syncs find the size unchanged.
+    assert_eq!(file_len(&seg), cfg.segment_bytes);
+    drop(spool); // as a crash leaves it
+    let (spool, redo) = Spool::open(cfg.clone()).unwrap();
+    assert!(redo.is_empty());
+    let st = spool.stats();
+    assert_eq!((st.corrupt_records, st.torn_tails), (0, 1), "{st:?}");
+    assert!(
+        file_len(&seg) < 1024,
+        "the zeros were cut: {}",
+        file_len(&seg)
+    );
+    // Appending goes on after the records, not after the zeros; rotations
+    // cut each full segment's zeros before it is synced for good.
+    append_each(&spool, 4, 200);
+    assert!(spool.stats().segments >= 3, "{:?}", spool.stats());
+    assert_eq!(seqs(&drain(&spool)), (1..=203).collect::<Vec<_>>());
+    spool.close().unwrap();
+    let (spool, _) = Spool::open(cfg).unwrap();
+    let st = spool.stats();
+    assert_eq!((st.corrupt_records, st.torn_tails), (0, 0), "{st:?}");
+    assert_eq!(seqs(&drain(&spool)), (1..=203).collect::<Vec<_>>());
+    spool.close().unwrap();
+}

@@ -70,7 +70,14 @@ pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> 
         let active_first = st.active_first;
         let path = segment_path(&inner.cfg.dir, active_first);
         let at = st.segments[&active_first].len;
-        write_record(&st.active, &path, at, &record)?;
+        let end = at + record.len() as u64;
+        preallocate(inner, &mut st, end);
+        if let Err(e) = write_record(&st.active, &path, at, &record) {
+            // The file was cut back to `at`.
+            st.allocated = at;
+            return Err(e);
+        }
+        st.allocated = st.allocated.max(end);
         let n = docs.len() as u64;
         if let Some(seg) = st.segments.get_mut(&active_first) {
             seg.len += record.len() as u64;
@@ -100,6 +107,59 @@ pub(super) fn append(inner: &Inner, docs: &[NewDoc]) -> Result<u64, SpoolError> 
     };
     sync_to(inner, last)?;
     Ok(last + 1 - docs.len() as u64)
+}
+
+/// How far ahead of the records the active segment is filled with zeros
+/// (`SyncMode::Always`). An fdatasync that finds the file grown must also
+/// write its inode, a second synchronous write; over blocks already there
+/// only the data goes (ext4 on this machine's virtual disk: the `always x8`
+/// benchmark went from about 1,600 to about 2,000 fdatasyncs a second).
+/// The reader takes zeros after the last record as the end (frame.rs), so
+/// the format is unchanged. The price: each byte of a segment is written
+/// twice, zeros then records.
+const PREALLOCATE: u64 = 1 << 20;
+/// Zeros are written from this, a chunk at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Makes the active segment's size on disk reach `PREALLOCATE` past
+/// `end` (at most the segment's size) with zeros, when `SyncMode::Always`
+/// and `end` is past it. A failure leaves the file as it was: the record's
+/// own write reports ENOSPC, if it is that.
+fn preallocate(inner: &Inner, st: &mut State, end: u64) {
+    use std::os::unix::fs::FileExt;
+    let to = (end + PREALLOCATE).min(inner.cfg.segment_bytes);
+    if inner.cfg.sync != SyncMode::Always || end <= st.allocated || to <= st.allocated {
+        return;
+    }
+    let mut at = st.allocated;
+    while at < to {
+        let n = ((to - at) as usize).min(ZEROS.len());
+        if st.active.write_all_at(&ZEROS[..n], at).is_err() {
+            let _ = st.active.set_len(st.allocated);
+            return;
+        }
+        at += n as u64;
+    }
+    inner.bytes_written.fetch_add(to - st.allocated, Relaxed);
+    st.allocated = to;
+}
+
+/// Cuts the zeros past the active segment's records (before its last
+/// fdatasync: rotation, close), so that a segment at rest ends with its
+/// last record.
+pub(super) fn trim(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
+    let len = st.segments[&st.active_first].len;
+    if st.allocated > len {
+        st.active.set_len(len).map_err(|e| {
+            io_err(
+                &segment_path(&inner.cfg.dir, st.active_first),
+                "truncate",
+                e,
+            )
+        })?;
+        st.allocated = len;
+    }
+    Ok(())
 }
 
 /// Checks the space left, and starts a new segment when the active one is full.
@@ -138,6 +198,7 @@ fn make_room(inner: &Inner, st: &mut State, need: u64) -> Result<(), SpoolError>
 pub(super) fn rotate(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
     let dir = &inner.cfg.dir;
     let sync = inner.cfg.sync != SyncMode::None;
+    trim(inner, st)?;
     if sync {
         st.active
             .sync_data()
@@ -163,6 +224,7 @@ pub(super) fn rotate(inner: &Inner, st: &mut State) -> Result<(), SpoolError> {
     st.segment_bytes_total += FILE_HEADER;
     st.active = Arc::new(file);
     st.active_first = first;
+    st.allocated = FILE_HEADER;
     Ok(())
 }
 
@@ -301,6 +363,7 @@ pub(super) fn sync_everything(inner: &Inner) -> Result<(), SpoolError> {
             .map_err(|e| io_err(&path, "fdatasync", e))?;
         inner.fsyncs.fetch_add(1, Relaxed);
     }
+    trim(inner, &mut st)?;
     st.active
         .sync_data()
         .map_err(|e| io_err(&segment_path(dir, st.active_first), "fdatasync", e))?;
