@@ -352,6 +352,9 @@ struct Inner {
     state: Mutex<State>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// The thread gathering a sync waits on this one alone: an arrival
+    /// wakes it, not every thread waiting for the sync to end.
+    gathered: Condvar,
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
     stop: Mutex<bool>,

@@ -293,6 +293,7 @@ pub(super) fn open(cfg: SpoolConfig) -> Result<(Inner, Vec<Redelivery>), SpoolEr
             ..SyncState::default()
         }),
         synced: Condvar::new(),
+        gathered: Condvar::new(),
         fsyncs,
         bytes_written: AtomicU64::new(0),
         stop: Mutex::new(false),

@@ -243,9 +243,9 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
     let mut s = lock(&inner.sync);
     s.waiting.push(target);
     s.came += 1;
-    // A sync gathering its documents waits for this one (below).
-    if s.gathering {
-        inner.synced.notify_all();
+    // A sync gathering its documents waits for the last of these (below).
+    if s.gathering && s.came >= s.served {
+        inner.gathered.notify_one();
     }
     let result = loop {
         if s.durable >= target {
@@ -270,7 +270,7 @@ pub(super) fn sync_to(inner: &Inner, target: u64) -> Result<(), SpoolError> {
                 break;
             }
             s = inner
-                .synced
+                .gathered
                 .wait_timeout(s, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
