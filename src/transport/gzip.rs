@@ -131,10 +131,16 @@ impl Choice {
         }
     }
 
+    /// Which of `spacing` applies to the neighbour tried now: at an end
+    /// level there is only one, whatever `down` says.
+    fn side(&self) -> usize {
+        usize::from(self.neighbour() < self.current)
+    }
+
     /// The level of the next request.
     fn pick(&mut self) -> u32 {
         self.requests += 1;
-        match self.requests % self.spacing[usize::from(self.down)] {
+        match self.requests % self.spacing[self.side()] {
             0 => LEVELS[self.neighbour()],
             _ => LEVELS[self.current],
         }
@@ -164,7 +170,8 @@ impl Choice {
             // A level that loses keeps losing where nothing changes: probed
             // less and less often, its cost (level 6's compression on a
             // nearby Kuzzle) fades; a change of link is still found.
-            let s = &mut self.spacing[usize::from(self.down)];
+            let side = self.side();
+            let s = &mut self.spacing[side];
             *s = (*s * 2).min(MOST_PROBE_EVERY);
         }
         self.here.clear();
@@ -376,6 +383,28 @@ mod tests {
         let (_, seen) = settle(text(6400.0), 2000);
         let moved = seen.iter().position(|&l| l == 6).unwrap();
         assert!(moved < (PROBE_EVERY as usize) * PROBES * 2 + 1, "{moved}");
+    }
+
+    #[test]
+    fn at_an_end_level_each_lost_comparison_halves_the_probes() {
+        // Level 6 (the last) wins by far: its only neighbour, 2, loses
+        // every comparison, and each loss doubles its spacing (not every
+        // other one, as when the side followed `down` alone).
+        let mut c = Choice::new();
+        c.current = LEVELS.len() - 1;
+        let cost = |level: u32| if level == 6 { 100.0 } else { 200.0 };
+        let mut spacings = Vec::new();
+        for _ in 0..200_000 {
+            let level = c.pick();
+            let before = c.spacing[1];
+            c.learn(level, cost(level));
+            if c.spacing[1] != before {
+                spacings.push(c.spacing[1]);
+            }
+        }
+        assert_eq!(LEVELS[c.current], 6);
+        assert_eq!(spacings, [32, 64, 128, 256], "{c:?}");
+        assert_eq!(c.spacing[0], PROBE_EVERY, "the side above is never tried");
     }
 
     /// ±30% of noise on `cost` (a busy machine, a shared link).
