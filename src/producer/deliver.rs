@@ -235,6 +235,8 @@ fn next_batch(shared: &Shared, after_held: Option<u64>) -> Option<(u64, Arc<Vec<
     let mut state = shared.lock();
     state.taking = false;
     shared.wake.notify_all();
+    // A close past its deadline waits for this.
+    shared.progress.notify_all();
     let items = match taken {
         Ok(items) => items,
         Err(_) => {

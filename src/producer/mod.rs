@@ -539,7 +539,9 @@ impl Producer {
             if left.is_zero() && state.thread_gone {
                 break;
             }
-            let wait = if state.in_flight > 0 && state.reporting == 0 {
+            // Past the deadline, what is waited for (a thread ending its
+            // take or its reports, or its end) notifies `progress`.
+            let wait = if state.in_flight > 0 && state.reporting == 0 && !left.is_zero() {
                 left
             } else {
                 Duration::from_secs(1)
