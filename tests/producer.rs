@@ -241,7 +241,14 @@ fn crash_child(dir: String) {
         .unwrap();
     let port = std::env::var("KUZZLE_CRASH_PORT").unwrap();
     let h = connect(&json!({"host":"127.0.0.1","port":port.parse::<u16>().unwrap()}));
-    let p = open(&h, json!({"spoolDir": dir, "lingerMs": 1})).unwrap();
+    // Every other round syncs at every call: its segments carry zeros
+    // ahead of their records, which the next open must read as the end.
+    let sync: Value = serde_json::from_str(&std::env::var("KUZZLE_CRASH_SYNC").unwrap()).unwrap();
+    let p = open(
+        &h,
+        json!({"spoolDir": dir, "lingerMs": 1, "spoolSync": sync}),
+    )
+    .unwrap();
     use std::io::Write;
     let mut out = std::io::stdout();
     for n in start.. {
@@ -292,6 +299,14 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
             .env("KUZZLE_CRASH_INDEX", &index)
             .env("KUZZLE_CRASH_START", next.to_string())
             .env("KUZZLE_CRASH_PORT", stack.port.to_string())
+            .env(
+                "KUZZLE_CRASH_SYNC",
+                if round % 2 == 0 {
+                    r#""always""#
+                } else {
+                    "1000"
+                },
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
