@@ -18,7 +18,11 @@ pub(crate) trait Network: Sync {
     /// and `http` 0; `in_doubt` false when the request certainly did not
     /// run (refused, or not written whole), true when it may have been
     /// applied.
-    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply>;
+    ///
+    /// `teach`: the round trip is a fair sample of the link, to learn the
+    /// node's limit and the gzip level from (not a call's smaller first and
+    /// last requests, `mwrite::plan`).
+    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize, teach: bool) -> Result<Reply>;
 
     /// After `e`, a retry may go at once, without the backoff's pause: the
     /// node that failed is known dead and another one is alive.

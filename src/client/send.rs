@@ -81,7 +81,7 @@ impl Client {
                 let reply = pending.read(wire.take().unwrap_or_default());
                 // Only mWrite round trips teach the node's limit: a query's
                 // (a login, a count) are of another size altogether.
-                let echo = matches!(bound, Bound::Echo { .. });
+                let echo = matches!(bound, Bound::Echo { teach: true, .. });
                 lease.end(match &reply {
                     Ok(r) if r.http < 300 && echo => Ended::Success,
                     Ok(r) if r.http < 300 => Ended::Served,
@@ -194,11 +194,12 @@ fn unreachable(e: &Error) -> Ended {
 }
 
 impl Network for Client {
-    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> Result<Reply> {
+    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize, teach: bool) -> Result<Reply> {
         let started = Instant::now();
-        let reply = self.request(wire, gzip, Bound::Echo { raw_len }, Auth::Session)?;
+        let bound = Bound::Echo { raw_len, teach };
+        let reply = self.request(wire, gzip, bound, Auth::Session)?;
         // What the gzip level is chosen by (transport/gzip.rs).
-        if gzip && reply.http == 200 {
+        if gzip && teach && reply.http == 200 {
             self.transport.gzip.exchanged(raw_len, started.elapsed());
         }
         Ok(reply)

@@ -205,7 +205,7 @@ fn send(
         started: Instant::now(),
         down: OnceLock::new(),
     };
-    let ranges = match docs.len() {
+    let groups = match docs.len() {
         0 => Vec::new(),
         _ => plan::plan(&job, docs),
     };
@@ -218,17 +218,17 @@ fn send(
         let mut own = blank.blank();
         let run = catch_unwind(AssertUnwindSafe(|| loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(range) = ranges.get(i) else { return };
+            let Some(group) = groups.get(i) else { return };
             let mut sink = Sink::new(&merge, i, std::mem::take(&mut own));
-            let group = range.clone().map(|i| docs.doc(i)).collect();
-            job.write(group, &mut bufs, &mut sink);
+            let members = group.range.clone().map(|i| docs.doc(i)).collect();
+            job.write(members, group.teach, &mut bufs, &mut sink);
             own = sink.finish();
         }));
         if run.is_err() {
             panicked.store(true, Ordering::Relaxed);
         }
     };
-    let workers = engine.concurrency.min(ranges.len());
+    let workers = engine.concurrency.min(groups.len());
     std::thread::scope(|s| {
         for _ in 1..workers {
             // A thread the OS refuses is one worker less, not a lost result.
@@ -239,7 +239,7 @@ fn send(
         work();
     });
     let merged = merge.into_inner().unwrap_or_else(|p| p.into_inner());
-    match merged.into_result(ranges.len()) {
+    match merged.into_result(groups.len()) {
         Some(all) if !panicked.load(Ordering::Relaxed) => Some(all),
         _ => None,
     }

@@ -33,9 +33,17 @@ pub(super) fn head(index: &str, collection: &str, options: &WriteOptions) -> Str
     head
 }
 
+/// One request's documents, and whether its round trip is a fair sample
+/// of the link: the smaller requests at a call's start and end are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Group {
+    pub range: Range<usize>,
+    pub teach: bool,
+}
+
 /// Splits checked documents into groups of at most `max_docs`, each expected
 /// to fit `max_bytes` on the wire.
-pub(super) fn plan(job: &Job, index: &Index) -> Vec<Range<usize>> {
+pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
     let n_docs = index.len();
     let docs = || (0..n_docs).map(|i| index.doc(i));
     let engine = job.engine;
@@ -68,21 +76,135 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Range<usize>> {
     // through a slow uplink: 4 requests of 1 MB, 1,192 docs/s); 4 per worker
     // overlap one's upload with another's answer (1,843 docs/s).
     let total: usize = docs().map(|d| d.wire_len() + 1).sum();
-    let spread = (total / (engine.spread.max(1) * 4)).max(MIN_SPREAD_BYTES);
+    let wave = engine.spread.max(1);
+    let spread = (total / (wave * 4)).max(MIN_SPREAD_BYTES);
     let raw_budget = raw_budget.min(spread);
-    let mut ranges = Vec::new();
-    let (mut start, mut len) = (0, 0);
-    for (i, doc) in docs().enumerate() {
-        let l = doc.wire_len() + 1;
-        if i > start && (len + l > raw_budget || i - start >= cfg.max_documents_per_request) {
-            ranges.push(start..i);
-            start = i;
-            len = 0;
+    let cut = Cut {
+        index,
+        max_docs: cfg.max_documents_per_request.max(1),
+    };
+    // Requests that start together share the link: none is answered before
+    // the whole first wave is up, and the downlink idles; at the end the
+    // uplink idles the same way. A wave of growing requests at the start
+    // and of shrinking ones at the end keeps both ways busy (big documents
+    // through the uplink at concurrency 8: 1,781 -> 2,385 docs/s).
+    let ramp = |k: usize| (raw_budget * (k + 1) / wave).max(MIN_RAMP_BYTES);
+    if wave < 2 || total < 4 * wave * raw_budget {
+        return cut.even(0, n_docs, raw_budget);
+    }
+    let mut groups = cut.forward(0, n_docs, ramp, wave - 1, false);
+    let head_end = groups.last().map_or(0, |g| g.range.end);
+    let tail = cut.backward(head_end, n_docs, ramp, wave - 1);
+    let tail_start = tail.last().map_or(n_docs, |g| g.range.start);
+    groups.extend(cut.even(head_end, tail_start, raw_budget));
+    groups.extend(tail.into_iter().rev());
+    groups
+}
+
+/// The smallest request of a ramp: below, Kuzzle's cost per request shows.
+const MIN_RAMP_BYTES: usize = 16 * 1024;
+
+/// Cuts runs of documents into groups.
+struct Cut<'a, 'i> {
+    index: &'i Index<'a>,
+    max_docs: usize,
+}
+
+impl Cut<'_, '_> {
+    /// Document `i`'s bytes in a request, its comma included.
+    fn len(&self, i: usize) -> usize {
+        self.index.doc(i).wire_len() + 1
+    }
+
+    /// At most `count` groups from `start` on, the k-th up to `size(k)`
+    /// bytes (at least one document), not past `end`.
+    fn forward(
+        &self,
+        start: usize,
+        end: usize,
+        size: impl Fn(usize) -> usize,
+        count: usize,
+        teach: bool,
+    ) -> Vec<Group> {
+        let mut groups = Vec::new();
+        let mut from = start;
+        while from < end && groups.len() < count {
+            let limit = size(groups.len());
+            let (mut to, mut len) = (from, 0);
+            while to < end
+                && (to == from || (len + self.len(to) <= limit && to - from < self.max_docs))
+            {
+                len += self.len(to);
+                to += 1;
+            }
+            groups.push(Group {
+                range: from..to,
+                teach,
+            });
+            from = to;
         }
-        len += l;
+        groups
     }
-    if start < n_docs {
-        ranges.push(start..n_docs);
+
+    /// `start..end` in as few groups of at most `budget` bytes as fit, of
+    /// about the same size: no small remainder at the end, which would be
+    /// a round trip for little.
+    fn even(&self, start: usize, end: usize, budget: usize) -> Vec<Group> {
+        let total: usize = (start..end).map(|i| self.len(i)).sum();
+        let count = total.div_ceil(budget.max(1)).max(1);
+        let mut groups = Vec::new();
+        let (mut from, mut len, mut done) = (start, 0, 0);
+        for i in start..end {
+            let l = self.len(i);
+            // Where the group would end by bytes alone, evenly spread.
+            let mark = total * (groups.len() + 1) / count;
+            let full = len + l > budget || i - from >= self.max_docs;
+            if i > from && (full || (done >= mark && groups.len() + 1 < count)) {
+                groups.push(Group {
+                    range: from..i,
+                    teach: true,
+                });
+                from = i;
+                len = 0;
+            }
+            len += l;
+            done += l;
+        }
+        if from < end {
+            groups.push(Group {
+                range: from..end,
+                teach: true,
+            });
+        }
+        groups
     }
-    ranges
+
+    /// Like `forward`, from `end` back towards `start`: the last group
+    /// first.
+    fn backward(
+        &self,
+        start: usize,
+        end: usize,
+        size: impl Fn(usize) -> usize,
+        count: usize,
+    ) -> Vec<Group> {
+        let mut groups = Vec::new();
+        let mut to = end;
+        while to > start && groups.len() < count {
+            let limit = size(groups.len());
+            let (mut from, mut len) = (to, 0);
+            while from > start
+                && (from == to || (len + self.len(from - 1) <= limit && to - from < self.max_docs))
+            {
+                from -= 1;
+                len += self.len(from);
+            }
+            groups.push(Group {
+                range: from..to,
+                teach: false,
+            });
+            to = from;
+        }
+        groups
+    }
 }

@@ -26,6 +26,8 @@ pub(super) struct Sent {
     /// Sent gzip'd, and its length on the wire.
     pub gzip: bool,
     pub wire_len: usize,
+    /// Its round trip may teach the node's limit and the gzip level.
+    pub teach: bool,
     /// The request as JSON (inflated).
     pub raw: String,
 }
@@ -86,7 +88,13 @@ impl Scripted {
 }
 
 impl Network for Scripted {
-    fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize) -> crate::error::Result<Reply> {
+    fn exchange(
+        &self,
+        wire: Vec<u8>,
+        gzip: bool,
+        raw_len: usize,
+        teach: bool,
+    ) -> crate::error::Result<Reply> {
         let raw = if gzip {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&wire[..])
@@ -116,6 +124,7 @@ impl Network for Scripted {
             strict: request["strict"] == true,
             gzip,
             wire_len: wire.len(),
+            teach,
             raw: String::from_utf8(raw).expect("the engine sends UTF-8"),
         };
         self.log.lock().unwrap().push(sent.clone());
@@ -1211,6 +1220,52 @@ fn many_groups_through_four_workers() {
         assert_eq!(tries.len(), 2);
         assert_eq!(tries[0].raw, tries[1].raw);
     }
+}
+
+#[test]
+fn a_large_call_starts_and_ends_with_smaller_requests_that_teach_nothing() {
+    // ~3.1 MB through 4 workers: cut for 4 requests per worker (~190 KB), the
+    // first 3 growing to it, the last 3 shrinking from it.
+    let net = Scripted::new(stored);
+    let docs = documents(3_000, true, 1_000);
+    let (status, result) = run(&net, &config(), 4, &docs, &WriteOptions::default());
+    assert_eq!(status, Status::KUZZLE_OK, "{result}");
+    let mut sent = net.sent();
+    sent.sort_by_key(|s| s.ns()[0]);
+    let sizes: Vec<usize> = sent.iter().map(|s| s.raw.len()).collect();
+    let teach: Vec<bool> = sent.iter().map(|s| s.teach).collect();
+    let n = sent.len();
+    assert!(n > 16, "{sizes:?}");
+    assert_eq!(teach[..3], [false; 3], "{sizes:?}");
+    assert_eq!(teach[n - 3..], [false; 3], "{sizes:?}");
+    assert!(teach[3..n - 3].iter().all(|t| *t), "{teach:?}");
+    let full = sizes[3..n - 3].iter().max().copied().unwrap();
+    assert!(
+        sizes[0] < sizes[1] && sizes[1] < sizes[2] && sizes[2] < full,
+        "{sizes:?}"
+    );
+    assert!(
+        sizes[n - 1] < sizes[n - 2] && sizes[n - 2] < sizes[n - 3],
+        "{sizes:?}"
+    );
+    assert!(sizes[n - 3] < full, "{sizes:?}");
+    // A quarter of a full request, a wave of 4 apart.
+    assert!(sizes[0] * 3 < full && sizes[n - 1] * 3 < full, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s >= 16 * 1024), "{sizes:?}");
+    // Consecutive, in input order: nothing sent twice, nothing skipped.
+    let ns: Vec<i64> = sent.iter().flat_map(|s| s.ns()).collect();
+    assert_eq!(ns, (0..3_000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_small_call_is_cut_evenly_and_every_request_teaches() {
+    let net = Scripted::new(stored);
+    let docs = documents(1_000, true, 1_000);
+    let (status, result) = run(&net, &config(), 4, &docs, &WriteOptions::default());
+    assert_eq!(status, Status::KUZZLE_OK, "{result}");
+    let sent = net.sent();
+    assert!(sent.len() >= 8, "{}", sent.len());
+    assert!(sent.iter().all(|s| s.teach));
 }
 
 // ---------------------------------------------------------------------------

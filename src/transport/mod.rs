@@ -80,8 +80,9 @@ const fn presize_cap(raw_len: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
     /// bulk:mWrite and the like, answers in proportion to the request:
-    /// `raw_len` is the request's size before gzip.
-    Echo { raw_len: usize },
+    /// `raw_len` is the request's size before gzip. `teach` is the client's
+    /// (whether the round trip teaches the node's limit), not the bound's.
+    Echo { raw_len: usize, teach: bool },
     /// Any other action: `MAX_QUERY_ANSWER_BYTES`.
     Query,
 }
@@ -186,7 +187,7 @@ impl Transport {
             req
         };
         let (limit, presize) = match bound {
-            Bound::Echo { raw_len } => {
+            Bound::Echo { raw_len, .. } => {
                 let raw = raw_len as u64;
                 (ECHO_FACTOR * raw + self.echo_margin, presize_cap(raw))
             }
@@ -532,7 +533,16 @@ mod tests {
         assert_eq!((e.status, e.in_doubt), (Status::KUZZLE_ERR_TIMEOUT, true));
         // Over an mWrite's: refused at once.
         let e = t
-            .post_bounded(&url, b"{}", false, None, Bound::Echo { raw_len: 2 })
+            .post_bounded(
+                &url,
+                b"{}",
+                false,
+                None,
+                Bound::Echo {
+                    raw_len: 2,
+                    teach: true,
+                },
+            )
             .map(|_| ())
             .unwrap_err();
         assert_eq!(e.id, "libkuzzle.answer_too_large");
