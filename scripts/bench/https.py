@@ -2,8 +2,9 @@
 """HTTPS behind a real reverse proxy (issue 17), in one command:
 
     python3 scripts/bench/https.py [--reps N] [--only REGEX]   (3 rounds by default)
-                                   [--n-up-big N] [--warm K]  (10,000 and 2 by default:
-                                   big documents per libkuzzle uplink run, its untimed calls)
+                                   [--n-up-big N] [--warm K] [--timed K]  (10,000, 2 and 3
+                                   by default: big documents per libkuzzle uplink call, its
+                                   untimed calls first, its timed calls)
 
 Builds the library (scripts/build.sh, honouring CARGO_TARGET_DIR) and
 bench_mwrite, starts its own stack ("hbench": Kuzzle 7882, Redis 6697,
@@ -28,8 +29,10 @@ this machine), so the level cannot matter there; the loopback big rows with
 compression "gzip" forced compare "auto" with level 2 where compressing is
 pure cost. libkuzzle's uplink runs are timed on a warm client
 (BENCH_WARMUP=2: two untimed calls of the same documents on the same client
-first), alike for every setting: "auto" compares levels over 64 requests,
-more than one call of these sizes makes, and a gateway's client is long-lived.
+first), over three calls in a row (BENCH_TIMED=3), alike for every setting:
+"auto" compares gzip levels call by call (a call at the current level, then
+one at another), and a gateway's client is long-lived; its figures are
+those of a steady state, the calls at another level included.
 
 Columns: docs/s; client CPU us/doc; bytes on the wire per document each way
 (libkuzzle: its kuzzle_client_stats bytes, TCP payload under TLS, of the
@@ -74,6 +77,7 @@ INDEX = "hbench"
 RTT_MS, MBIT = 50, 10
 LINK_BYTES_PER_S = MBIT * 1e6 / 8
 WARM = 2
+TIMED = 3
 RUN_TIMEOUT = 300
 
 
@@ -162,6 +166,7 @@ def cases(n_up_big=10000):
     def lib(path, shape, n, label, config, warm):
         c.append({"id": "%s/%s/libkuzzle/%s" % (path, shape, label), "client": "libkuzzle", "path": path,
                   "shape": shape, "n": n, "label": label, "config": config, "warm": warm,
+                  "timed": TIMED if warm else 1,
                   "tls": config.get("ssl", False)})
 
     def sdk(path, shape, n, per_call, protocol):
@@ -214,6 +219,7 @@ def run_case(case, binary, access_log):
     if case["client"] == "libkuzzle":
         cmd = [binary, "0", INDEX, str(case["n"]), case["shape"], json.dumps(case["config"])]
         env["BENCH_WARMUP"] = str(case["warm"])
+        env["BENCH_TIMED"] = str(case["timed"])
     else:
         port = UP_TLS if case["path"] == "uplink" else TLS_PORT
         cmd = ["node", os.path.join(HERE, "sdk_bench.js"), str(port), INDEX, str(case["n"]), case["shape"],
@@ -232,7 +238,7 @@ def run_case(case, binary, access_log):
         res["stderr"] = p.stderr.strip()[-600:]
         log("  !! %s: exit %d: %s" % (case["id"], p.returncode, res["stderr"][-300:]))
     res.update(case=case["id"], load1=load, wire=wire)
-    n = case["n"]
+    n = case["n"] * case.get("timed", 1)
     m = {"docs_per_s": res.get("docs_per_s"), "cpu_us_per_doc": res.get("cpu_us_per_doc")}
     if case["client"] == "libkuzzle" and "stats" in res:
         s, b = res["stats"], res["stats_before"]
@@ -358,14 +364,15 @@ def ratios(rows):
 
 
 def main():
-    global WARM
+    global WARM, TIMED
     ap = argparse.ArgumentParser(description="HTTPS behind a reverse proxy (issue 17)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="", help="only the cases whose id (PATH/SHAPE/CLIENT/SETTING) matches")
     ap.add_argument("--n-up-big", type=int, default=10000, help="big documents per libkuzzle uplink run")
     ap.add_argument("--warm", type=int, default=WARM, help="untimed calls first, libkuzzle uplink runs")
+    ap.add_argument("--timed", type=int, default=TIMED, help="timed calls in a row, libkuzzle uplink runs")
     args = ap.parse_args()
-    WARM = args.warm
+    WARM, TIMED = args.warm, args.timed
     os.makedirs(BUILD, exist_ok=True)
     sh(["bash", "scripts/build.sh"])
     lib = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release")
@@ -385,6 +392,8 @@ def main():
         command += " --n-up-big %d" % args.n_up_big
     if args.warm != 2:
         command += " --warm %d" % args.warm
+    if args.timed != 3:
+        command += " --timed %d" % args.timed
     rows = {}
     path = OUT if not args.only else OUT.replace(".jsonl", "-only.jsonl")
     sh(["bash", "scripts/kuzzle-stack.sh", "reset"], STACK_ENV, stdout=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ use crate::nodes::{Ended, Node};
 use crate::retry::{self, Class};
 use crate::transport::{Answer, Bound, Reply};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Who a request is sent as.
 #[derive(Clone, Copy)]
@@ -195,14 +195,8 @@ fn unreachable(e: &Error) -> Ended {
 
 impl Network for Client {
     fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize, teach: bool) -> Result<Reply> {
-        let started = Instant::now();
         let bound = Bound::Echo { raw_len, teach };
-        let reply = self.request(wire, gzip, bound, Auth::Session)?;
-        // What the gzip level is chosen by (transport/gzip.rs).
-        if gzip && teach && reply.http == 200 {
-            self.transport.gzip.exchanged(raw_len, started.elapsed());
-        }
-        Ok(reply)
+        self.request(wire, gzip, bound, Auth::Session)
     }
 
     /// A node failed the request, and another is alive: no reason to wait.

@@ -204,6 +204,9 @@ fn send(
         with_source: options.source,
         started: Instant::now(),
         down: OnceLock::new(),
+        // All of a call's requests at one level (transport/gzip.rs).
+        gzip: (engine.compression == Compression::Gzip).then(|| engine.gzip.begin_call()),
+        troubled: AtomicBool::new(false),
     };
     let groups = match docs.len() {
         0 => Vec::new(),
@@ -238,6 +241,11 @@ fn send(
         }
         work();
     });
+    if let Some(call) = job.gzip {
+        let bytes = (0..docs.len()).map(|i| docs.doc(i).wire_len() + 1).sum();
+        let clean = !job.troubled.load(Ordering::Relaxed);
+        engine.gzip.end_call(call, bytes, clean);
+    }
     let merged = merge.into_inner().unwrap_or_else(|p| p.into_inner());
     match merged.into_result(groups.len()) {
         Some(all) if !panicked.load(Ordering::Relaxed) => Some(all),

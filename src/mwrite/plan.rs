@@ -4,7 +4,7 @@
 
 use super::index::{Doc, Index};
 use super::worker::Job;
-use crate::config::{Compression, WriteOptions};
+use crate::config::WriteOptions;
 use crate::error::push_json_str;
 use std::ops::Range;
 
@@ -50,9 +50,9 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
     let cfg = engine.config;
     let overhead = job.head.len() + 4;
     let budget = cfg.max_request_bytes.saturating_sub(overhead).max(1);
-    let raw_budget = match engine.compression {
-        Compression::None => budget,
-        Compression::Gzip => {
+    let raw_budget = match &job.gzip {
+        None => budget,
+        Some(call) => {
             // Estimate the ratio on a sample; keep 25% headroom, requests
             // that still come out too large are split when built.
             let mut len = 0;
@@ -66,7 +66,7 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
             let mut raw = Vec::new();
             job.build(&sample, &mut raw);
             let mut packed = Vec::new();
-            engine.gzip.compress_aside(&raw, &mut packed);
+            engine.gzip.compress_sample(call, &raw, &mut packed);
             let packed = packed.len().max(1);
             let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
             ((budget as f64) * ratio * 0.75) as usize

@@ -9,10 +9,10 @@ use super::merge::Sink;
 use super::result::Fragment;
 use super::strict::strict_partial;
 use super::Engine;
-use crate::config::Compression;
 use crate::error::Error;
 use crate::retry::{self, Backoff, Class};
-use crate::transport::{Answer, Reply};
+use crate::transport::{Answer, Call, Reply};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -30,6 +30,11 @@ pub(super) struct Job<'a> {
     /// ends within `retryDeadlineMs + timeoutMs` however many groups are
     /// left.
     pub(super) down: OnceLock<Error>,
+    /// With gzip: the call's level, and what it cost (`GzipPool::end_call`).
+    pub(super) gzip: Option<Call>,
+    /// A request failed or was split: the call's time says little of the
+    /// gzip level.
+    pub(super) troubled: AtomicBool,
 }
 
 /// A worker's buffers, kept from one request to the next: megabytes each
@@ -88,11 +93,13 @@ impl Job<'_> {
     }
 
     /// The request for `docs` as it goes on the wire, into `bufs`.
-    fn encode(&self, docs: &[Doc], bufs: &mut Buffers) {
+    fn encode(&self, docs: &[Doc], teach: bool, bufs: &mut Buffers) {
         self.build(docs, &mut bufs.raw);
-        bufs.gzip = self.engine.compression == Compression::Gzip;
-        if bufs.gzip {
-            self.engine.gzip.compress(&bufs.raw, &mut bufs.packed);
+        bufs.gzip = self.gzip.is_some();
+        if let Some(call) = &self.gzip {
+            self.engine
+                .gzip
+                .compress(call, &bufs.raw, &mut bufs.packed, teach);
         }
     }
 
@@ -117,7 +124,7 @@ impl Job<'_> {
         let mut backoff = Backoff::new(config, self.started);
         loop {
             // Built for every attempt: the last one's answer is in `raw`.
-            self.encode(&docs, bufs);
+            self.encode(&docs, teach, bufs);
             let size = bufs.wire().len();
             if size > max {
                 if docs.len() > 1 {
@@ -160,6 +167,7 @@ impl Job<'_> {
         backoff: &mut Backoff,
         sink: &mut Sink,
     ) -> bool {
+        self.troubled.store(true, Ordering::Relaxed);
         let class = retry::class(&error);
         if class == Class::Final {
             sink.out().fail(docs, error);
@@ -234,6 +242,7 @@ impl Job<'_> {
     }
 
     fn split(&self, mut docs: Vec<Doc>, bufs: &mut Buffers, sink: &mut Sink) {
+        self.troubled.store(true, Ordering::Relaxed);
         let second = docs.split_off(docs.len() / 2);
         // Halves are smaller than the requests planned: no fair sample.
         self.write(docs, false, bufs, sink);

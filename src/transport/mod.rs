@@ -15,7 +15,7 @@ mod tls;
 mod wire;
 
 use dns::DnsCache;
-pub use gzip::GzipPool;
+pub use gzip::{Call, GzipPool};
 pub use reply::{Answer, Reply};
 pub use std::sync::atomic::{AtomicBool, Ordering};
 pub use tls::Connections;
