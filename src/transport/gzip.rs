@@ -46,7 +46,7 @@ const PHASE: u64 = 24;
 /// ...a phase at the current level lasting `PHASE` times `SPACING` (but
 /// the first one, to compare soon), and twice as long after each comparison
 /// the neighbour lost, up to `MOST_SPACING` times.
-const SPACING: u64 = 2;
+const SPACING: u64 = 4;
 const MOST_SPACING: u64 = 64;
 /// Calls in each arm from which they are compared by rank: how much
 /// cheaper per byte a neighbour's median must be to be moved to, and by
@@ -56,7 +56,7 @@ const MARGIN: f64 = 0.05;
 const ERRORS: f64 = 2.0;
 /// ...and with fewer calls (large ones, of `LARGE_CALL` requests on
 /// average: a phase of small ones has `RANKED` at least), how much cheaper.
-const FEW_MARGIN: f64 = 0.08;
+const FEW_MARGIN: f64 = 0.06;
 const LARGE_CALL: u64 = 16;
 /// A neighbour's phase ends at the next call when its calls cost this
 /// much more than the current level's.
@@ -611,7 +611,7 @@ mod tests {
             }
         }
         assert_eq!(LEVELS[c.current], 6);
-        assert_eq!(spacings, [4, 8, 16, 32, 64], "{:?}", c.spacing);
+        assert_eq!(spacings, [8, 16, 32, 64], "{:?}", c.spacing);
         assert_eq!(c.spacing[0], SPACING, "the side above is never tried");
     }
 
