@@ -263,7 +263,8 @@ impl Choice {
             return;
         }
         let (here, there) = (median(&self.here), median(&self.there));
-        let below = self.neighbour() < self.current;
+        let side = self.side();
+        let below = side == 1;
         let wins = match self.here.len().min(self.there.len()) >= RANKED {
             true => here - there > here * MARGIN && cheaper_z(&self.there, &self.here) > ERRORS,
             false => here - there > here * FEW_MARGIN,
@@ -282,7 +283,6 @@ impl Choice {
             // A level that loses keeps losing where nothing changes: tried
             // less and less often, its cost (level 6's compression on a
             // nearby Kuzzle) fades; a change of link is still found.
-            let side = self.side();
             let s = &mut self.spacing[side];
             *s = (*s * 2).min(MOST_SPACING);
         }
@@ -536,6 +536,11 @@ mod tests {
             _ => 305.0 + 20.0,
         };
         assert_eq!(settle(slow_cpu, 250).0, 1);
+        // Level 6 lost far there: the level above is tried half as often,
+        // and the one below next.
+        let mut c = Choice::new();
+        run(&mut c, 2 * RANKED, slow_cpu);
+        assert_eq!((c.spacing, c.down), ([2 * SPACING, SPACING], true));
     }
 
     #[test]
