@@ -20,8 +20,8 @@ pub(crate) trait Network: Sync {
     /// applied.
     ///
     /// `teach`: the round trip is a fair sample of the link, to learn the
-    /// node's limit and the gzip level from (not a call's smaller first and
-    /// last requests, `mwrite::plan`).
+    /// node's limit from (not a call's smaller first and last requests,
+    /// `mwrite::plan`).
     fn exchange(&self, wire: Vec<u8>, gzip: bool, raw_len: usize, teach: bool) -> Result<Reply>;
 
     /// After `e`, a retry may go at once, without the backoff's pause: the

@@ -92,7 +92,7 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
     if wave < 2 || total < 4 * wave * raw_budget {
         return cut.even(0, n_docs, raw_budget);
     }
-    let mut groups = cut.forward(0, n_docs, ramp, wave - 1, false);
+    let mut groups = cut.forward(0, n_docs, ramp, wave - 1);
     let head_end = groups.last().map_or(0, |g| g.range.end);
     let tail = cut.backward(head_end, n_docs, ramp, wave - 1);
     let tail_start = tail.last().map_or(n_docs, |g| g.range.start);
@@ -116,15 +116,14 @@ impl Cut<'_, '_> {
         self.index.doc(i).wire_len() + 1
     }
 
-    /// At most `count` groups from `start` on, the k-th up to `size(k)`
-    /// bytes (at least one document), not past `end`.
+    /// At most `count` groups of a ramp from `start` on, the k-th up to
+    /// `size(k)` bytes (at least one document), not past `end`.
     fn forward(
         &self,
         start: usize,
         end: usize,
         size: impl Fn(usize) -> usize,
         count: usize,
-        teach: bool,
     ) -> Vec<Group> {
         let mut groups = Vec::new();
         let mut from = start;
@@ -139,7 +138,7 @@ impl Cut<'_, '_> {
             }
             groups.push(Group {
                 range: from..to,
-                teach,
+                teach: false,
             });
             from = to;
         }
