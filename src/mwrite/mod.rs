@@ -205,7 +205,8 @@ fn send(
         started: Instant::now(),
         down: OnceLock::new(),
         // All of a call's requests at one level (transport/gzip.rs).
-        gzip: (engine.compression == Compression::Gzip).then(|| engine.gzip.begin_call()),
+        gzip: (engine.compression == Compression::Gzip && docs.len() > 0)
+            .then(|| engine.gzip.begin_call()),
         troubled: AtomicBool::new(false),
     };
     let groups = match docs.len() {
@@ -243,7 +244,7 @@ fn send(
     });
     if let Some(call) = job.gzip {
         let bytes = (0..docs.len()).map(|i| docs.doc(i).wire_len() + 1).sum();
-        let clean = !job.troubled.load(Ordering::Relaxed);
+        let clean = !job.troubled.load(Ordering::Relaxed) && !panicked.load(Ordering::Relaxed);
         engine.gzip.end_call(call, bytes, clean);
     }
     let merged = merge.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -88,7 +88,11 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
     // uplink idles the same way. A wave of growing requests at the start
     // and of shrinking ones at the end keeps both ways busy (big documents
     // through the uplink at concurrency 8: 1,781 -> 2,385 docs/s).
-    let ramp = |k: usize| (raw_budget * (k + 1) / wave).max(MIN_RAMP_BYTES);
+    let ramp = |k: usize| {
+        (raw_budget * (k + 1) / wave)
+            .max(MIN_RAMP_BYTES)
+            .min(raw_budget)
+    };
     if wave < 2 || total < 4 * wave * raw_budget {
         return cut.even(0, n_docs, raw_budget);
     }
@@ -150,7 +154,10 @@ impl Cut<'_, '_> {
     /// a round trip for little.
     fn even(&self, start: usize, end: usize, budget: usize) -> Vec<Group> {
         let total: usize = (start..end).map(|i| self.len(i)).sum();
-        let count = total.div_ceil(budget.max(1)).max(1);
+        let count = total
+            .div_ceil(budget.max(1))
+            .max((end - start).div_ceil(self.max_docs))
+            .max(1);
         let mut groups = Vec::new();
         let (mut from, mut len, mut done) = (start, 0, 0);
         for i in start..end {

@@ -1258,6 +1258,26 @@ fn a_large_call_starts_and_ends_with_smaller_requests_that_teach_nothing() {
 }
 
 #[test]
+fn ramps_never_exceed_a_small_max_request_bytes() {
+    // 8 KB requests: the ramps' 16 KB floor would be over the limit, and
+    // every one of them split.
+    let config = Config {
+        max_request_bytes: 8 * 1024,
+        ..config()
+    };
+    let net = Scripted::new(stored);
+    let docs = documents(300, true, 1_000);
+    let (status, result) = run(&net, &config, 4, &docs, &WriteOptions::default());
+    assert_eq!(status, Status::KUZZLE_OK, "{result}");
+    let sent = net.sent();
+    assert!(sent.iter().all(|s| s.wire_len <= 8 * 1024));
+    // Each document sent once: nothing was split and sent again.
+    assert_eq!(sent.iter().map(|s| s.docs.len()).sum::<usize>(), 300);
+    // 3 growing and 3 shrinking, none split in halves.
+    assert_eq!(sent.iter().filter(|s| !s.teach).count(), 6);
+}
+
+#[test]
 fn a_small_call_is_cut_evenly_and_every_request_teaches() {
     let net = Scripted::new(stored);
     let docs = documents(1_000, true, 1_000);

@@ -32,8 +32,8 @@ pub(super) struct Job<'a> {
     pub(super) down: OnceLock<Error>,
     /// With gzip: the call's level, and what it cost (`GzipPool::end_call`).
     pub(super) gzip: Option<Call>,
-    /// A request failed or was split: the call's time says little of the
-    /// gzip level.
+    /// A request failed, was split or refused a document too large: the
+    /// call's time says little of the gzip level.
     pub(super) troubled: AtomicBool,
 }
 
@@ -133,6 +133,7 @@ impl Job<'_> {
                 let reason = format!(
                     "document too large: {size} bytes on the wire, over maxRequestBytes ({max})"
                 );
+                self.troubled.store(true, Ordering::Relaxed);
                 return sink.out().doc_error(&docs[0], 413, &reason, false);
             }
             // The buffer sent takes the answer; the other one stays.
@@ -225,13 +226,17 @@ impl Job<'_> {
                 );
                 // An answer that says nothing of the documents sent.
                 e.in_doubt = true;
+                self.troubled.store(true, Ordering::Relaxed);
                 sink.out().fail(docs, e);
             }
             Answer::Error { error, details } => match error.http {
                 413 if docs.len() > 1 => return Next::Split,
                 // Alone and still too large for this server: that
                 // document's own rejection, the call goes on.
-                413 => sink.out().doc_error(&docs[0], 413, &error.message, false),
+                413 => {
+                    self.troubled.store(true, Ordering::Relaxed);
+                    sink.out().doc_error(&docs[0], 413, &error.message, false)
+                }
                 400 if self.strict && error.id == "api.process.incomplete_multiple_request" => {
                     strict_partial(docs, details, sink.out(), self.with_source, reply.http);
                 }
