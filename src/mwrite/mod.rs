@@ -209,8 +209,8 @@ fn send(
             .then(|| engine.gzip.begin_call()),
         troubled: AtomicBool::new(false),
     };
-    let groups = match docs.len() {
-        0 => Vec::new(),
+    let (groups, bytes) = match docs.len() {
+        0 => (Vec::new(), 0),
         _ => plan::plan(&job, docs),
     };
     let blank = all.blank();
@@ -243,7 +243,6 @@ fn send(
         work();
     });
     if let Some(call) = job.gzip {
-        let bytes = (0..docs.len()).map(|i| docs.doc(i).wire_len() + 1).sum();
         let clean = !job.troubled.load(Ordering::Relaxed) && !panicked.load(Ordering::Relaxed);
         engine.gzip.end_call(call, bytes, clean);
     }

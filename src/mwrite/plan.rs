@@ -42,8 +42,8 @@ pub(super) struct Group {
 }
 
 /// Splits checked documents into groups of at most `max_docs`, each expected
-/// to fit `max_bytes` on the wire.
-pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
+/// to fit `max_bytes` on the wire; also their bytes of JSON in all.
+pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
     let n_docs = index.len();
     let docs = || (0..n_docs).map(|i| index.doc(i));
     let engine = job.engine;
@@ -94,15 +94,15 @@ pub(super) fn plan(job: &Job, index: &Index) -> Vec<Group> {
             .min(raw_budget)
     };
     if wave < 2 || total < 4 * wave * raw_budget {
-        return cut.even(0, n_docs, raw_budget);
+        return (cut.even(0, n_docs, raw_budget), total);
     }
-    let mut groups = cut.forward(0, n_docs, ramp, wave - 1);
+    let mut groups = cut.ramp(0, n_docs, ramp, wave - 1, false);
     let head_end = groups.last().map_or(0, |g| g.range.end);
-    let tail = cut.backward(head_end, n_docs, ramp, wave - 1);
+    let tail = cut.ramp(head_end, n_docs, ramp, wave - 1, true);
     let tail_start = tail.last().map_or(n_docs, |g| g.range.start);
     groups.extend(cut.even(head_end, tail_start, raw_budget));
     groups.extend(tail.into_iter().rev());
-    groups
+    (groups, total)
 }
 
 /// The smallest request of a ramp: below, Kuzzle's cost per request shows.
@@ -120,31 +120,41 @@ impl Cut<'_, '_> {
         self.index.doc(i).wire_len() + 1
     }
 
-    /// At most `count` groups of a ramp from `start` on, the k-th up to
-    /// `size(k)` bytes (at least one document), not past `end`.
-    fn forward(
+    /// At most `count` groups of a ramp in `start..end`, the k-th up to
+    /// `size(k)` bytes (at least one document), cut from `start` on, or
+    /// (`from_end`) from `end` back (the last group first).
+    fn ramp(
         &self,
         start: usize,
         end: usize,
         size: impl Fn(usize) -> usize,
         count: usize,
+        from_end: bool,
     ) -> Vec<Group> {
         let mut groups = Vec::new();
-        let mut from = start;
-        while from < end && groups.len() < count {
+        let (mut lo, mut hi) = (start, end);
+        while lo < hi && groups.len() < count {
             let limit = size(groups.len());
-            let (mut to, mut len) = (from, 0);
-            while to < end
-                && (to == from || (len + self.len(to) <= limit && to - from < self.max_docs))
-            {
-                len += self.len(to);
-                to += 1;
+            let (mut n, mut len) = (0, 0);
+            while n < hi - lo {
+                let l = self.len(if from_end { hi - 1 - n } else { lo + n });
+                if n > 0 && (len + l > limit || n >= self.max_docs) {
+                    break;
+                }
+                len += l;
+                n += 1;
             }
+            let range = if from_end {
+                hi -= n;
+                hi..hi + n
+            } else {
+                lo += n;
+                lo - n..lo
+            };
             groups.push(Group {
-                range: from..to,
+                range,
                 teach: false,
             });
-            from = to;
         }
         groups
     }
@@ -181,35 +191,6 @@ impl Cut<'_, '_> {
                 range: from..end,
                 teach: true,
             });
-        }
-        groups
-    }
-
-    /// Like `forward`, from `end` back towards `start`: the last group
-    /// first.
-    fn backward(
-        &self,
-        start: usize,
-        end: usize,
-        size: impl Fn(usize) -> usize,
-        count: usize,
-    ) -> Vec<Group> {
-        let mut groups = Vec::new();
-        let mut to = end;
-        while to > start && groups.len() < count {
-            let limit = size(groups.len());
-            let (mut from, mut len) = (to, 0);
-            while from > start
-                && (from == to || (len + self.len(from - 1) <= limit && to - from < self.max_docs))
-            {
-                from -= 1;
-                len += self.len(from);
-            }
-            groups.push(Group {
-                range: from..to,
-                teach: false,
-            });
-            to = from;
         }
         groups
     }

@@ -191,11 +191,10 @@ impl Choice {
         }
     }
 
-    /// The level of a call's next request; `teach`: it counts in the
+    /// A request of a call is compressed; `teach`: it counts in the
     /// phase's length (not a call's smaller first and last ones).
-    fn pick(&mut self, teach: bool) -> u32 {
+    fn count_request(&mut self, teach: bool) {
         self.pos += u64::from(teach);
-        self.phase_level()
     }
 
     /// An mWrite call begins: the phase may change, then the call is in
@@ -365,7 +364,7 @@ impl GzipPool {
     /// of `call` (`teach`: see `crate::net::Network::exchange`).
     pub fn compress(&self, call: &Call, raw: &[u8], out: &mut Vec<u8>, teach: bool) {
         if self.fixed.is_none() {
-            self.lock_choice().pick(teach);
+            self.lock_choice().count_request(teach);
         }
         self.compress_at(call.level, raw, out);
     }
@@ -471,7 +470,7 @@ mod tests {
             .map(|_| {
                 let call = c.begin_call(t0);
                 for _ in 0..CALL {
-                    c.pick(true);
+                    c.count_request(true);
                 }
                 let took = Duration::from_nanos((cost(call.level) * 1e6) as u64);
                 c.learn(call, 1_000_000, took);
@@ -553,7 +552,7 @@ mod tests {
         for _ in 0..12 {
             let call = c.begin_call(t0);
             for k in 0..7 {
-                c.pick(k < 5);
+                c.count_request(k < 5);
             }
             levels.push(call.level);
         }
@@ -571,7 +570,7 @@ mod tests {
         let at = |c: &mut Choice, cost: f64| {
             let call = c.begin_call(t0);
             for _ in 0..25 {
-                c.pick(true);
+                c.count_request(true);
             }
             c.learn(
                 call,
