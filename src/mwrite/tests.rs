@@ -1224,8 +1224,9 @@ fn many_groups_through_four_workers() {
 
 #[test]
 fn a_large_call_starts_and_ends_with_smaller_requests_that_teach_nothing() {
-    // ~3.1 MB through 4 workers: cut for 4 requests per worker (~190 KB), the
-    // first 3 growing to it, the last 3 shrinking from it.
+    // ~3.1 MB through 4 workers: cut for 4 requests per worker (~190 KB, no
+    // gzip: as large on the wire), the first 7 (two waves less one)
+    // growing to it, the last 7 shrinking from it.
     let net = Scripted::new(stored);
     let docs = documents(3_000, true, 1_000);
     let (status, result) = run(&net, &config(), 4, &docs, &WriteOptions::default());
@@ -1234,23 +1235,17 @@ fn a_large_call_starts_and_ends_with_smaller_requests_that_teach_nothing() {
     sent.sort_by_key(|s| s.ns()[0]);
     let sizes: Vec<usize> = sent.iter().map(|s| s.raw.len()).collect();
     let teach: Vec<bool> = sent.iter().map(|s| s.teach).collect();
-    let n = sent.len();
-    assert!(n > 16, "{sizes:?}");
-    assert_eq!(teach[..3], [false; 3], "{sizes:?}");
-    assert_eq!(teach[n - 3..], [false; 3], "{sizes:?}");
-    assert!(teach[3..n - 3].iter().all(|t| *t), "{teach:?}");
-    let full = sizes[3..n - 3].iter().max().copied().unwrap();
-    assert!(
-        sizes[0] < sizes[1] && sizes[1] < sizes[2] && sizes[2] < full,
-        "{sizes:?}"
-    );
-    assert!(
-        sizes[n - 1] < sizes[n - 2] && sizes[n - 2] < sizes[n - 3],
-        "{sizes:?}"
-    );
-    assert!(sizes[n - 3] < full, "{sizes:?}");
-    // A quarter of a full request, a wave of 4 apart.
-    assert!(sizes[0] * 3 < full && sizes[n - 1] * 3 < full, "{sizes:?}");
+    let (n, r) = (sent.len(), 7);
+    assert!(n > 2 * r + 4, "{sizes:?}");
+    assert_eq!(teach[..r], [false; 7], "{sizes:?}");
+    assert_eq!(teach[n - r..], [false; 7], "{sizes:?}");
+    assert!(teach[r..n - r].iter().all(|t| *t), "{teach:?}");
+    let full = sizes[r..n - r].iter().max().copied().unwrap();
+    assert!(sizes[..r].windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    assert!(sizes[n - r..].windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+    assert!(sizes[r - 1] < full && sizes[n - r] < full, "{sizes:?}");
+    // An eighth of a full request, two waves of 4 apart.
+    assert!(sizes[0] * 6 < full && sizes[n - 1] * 6 < full, "{sizes:?}");
     assert!(sizes.iter().all(|s| *s >= 16 * 1024), "{sizes:?}");
     // Consecutive, in input order: nothing sent twice, nothing skipped.
     let ns: Vec<i64> = sent.iter().flat_map(|s| s.ns()).collect();
@@ -1273,7 +1268,8 @@ fn ramps_never_exceed_a_small_max_request_bytes() {
     assert!(sent.iter().all(|s| s.wire_len <= 8 * 1024));
     // Each document sent once: nothing was split and sent again.
     assert_eq!(sent.iter().map(|s| s.docs.len()).sum::<usize>(), 300);
-    // 3 growing and 3 shrinking, none split in halves.
+    // Small requests on the wire: 3 growing and 3 shrinking (one wave
+    // less one), none split in halves.
     assert_eq!(sent.iter().filter(|s| !s.teach).count(), 6);
 }
 
