@@ -4,6 +4,7 @@ uplink (kernel netem is not available here).
 
     uplink_proxy.py LISTEN_PORT TARGET_PORT [--rtt-ms 50] [--mbit 10]
                     [--max-seconds 3600] [--no-stdin-watch]
+                    [--timeline FILE]
 
 Listens on 127.0.0.1:LISTEN_PORT and forwards every connection to
 127.0.0.1:TARGET_PORT through an emulated link:
@@ -40,6 +41,7 @@ import sys
 
 CHUNK = 16 * 1024          # largest piece put on the link at once
 WINDOW = 64 * 1024         # bytes one connection may have waiting for the link
+TIMELINE_SLOT = 0.1        # seconds per line of --timeline
 
 
 class Link:
@@ -53,6 +55,7 @@ class Link:
         self.name = name
         self.busy_until = 0.0
         self.bytes = 0
+        self.slots = {}  # --timeline: bytes on the wire per TIMELINE_SLOT
 
     def schedule(self, now, nbytes):
         """Puts nbytes on the wire behind whatever is already there; returns
@@ -60,6 +63,9 @@ class Link:
         start = max(now, self.busy_until)
         self.busy_until = start + nbytes / self.rate
         self.bytes += nbytes
+        if nbytes:
+            slot = int(start / TIMELINE_SLOT)
+            self.slots[slot] = self.slots.get(slot, 0) + nbytes
         return self.busy_until, self.busy_until + self.delay
 
 
@@ -168,6 +174,20 @@ class Proxy:
                     pass
 
 
+def write_timeline(path, proxy):
+    """One line per slot from the first byte on: time (s), then the share of
+    each direction's capacity used (the bytes a chunk put on the wire all
+    count in the slot where it started)."""
+    slots = list(proxy.up.slots) + list(proxy.down.slots)
+    if not slots:
+        return
+    cap = proxy.up.rate * TIMELINE_SLOT
+    with open(path, "w") as out:
+        for k in range(min(slots), max(slots) + 1):
+            out.write("%.1f %.2f %.2f\n" % ((k - min(slots)) * TIMELINE_SLOT, proxy.up.slots.get(k, 0) / cap,
+                                            proxy.down.slots.get(k, 0) / cap))
+
+
 async def watch_stdin():
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -191,6 +211,8 @@ async def main():
     ap.add_argument("--mbit", type=float, default=10.0, help="Mbit/s per direction, shared")
     ap.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long")
     ap.add_argument("--no-stdin-watch", action="store_true", help="do not exit when stdin closes")
+    ap.add_argument("--timeline", help="at exit, write each direction's use of the link per %g s there"
+                    % TIMELINE_SLOT)
     a = ap.parse_args()
 
     proxy = Proxy(a.target_port, a.rtt_ms / 1000.0, a.mbit)
@@ -203,6 +225,8 @@ async def main():
     server.close()
     print(f"uplink_proxy: {proxy.connections} connections, "
           f"{proxy.up.bytes} bytes up, {proxy.down.bytes} bytes down", file=sys.stderr, flush=True)
+    if a.timeline:
+        write_timeline(a.timeline, proxy)
     os._exit(0)  # do not wait for connections still open
 
 
