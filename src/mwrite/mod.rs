@@ -213,6 +213,11 @@ fn send(
         0 => (Vec::new(), 0),
         _ => plan::plan(&job, docs),
     };
+    if job.gzip.is_some() {
+        engine
+            .gzip
+            .planned(groups.iter().filter(|g| g.teach).count());
+    }
     let blank = all.blank();
     let merge = Mutex::new(Merge::new(all));
     let next = AtomicUsize::new(0);

@@ -93,13 +93,11 @@ impl Job<'_> {
     }
 
     /// The request for `docs` as it goes on the wire, into `bufs`.
-    fn encode(&self, docs: &[Doc], teach: bool, bufs: &mut Buffers) {
+    fn encode(&self, docs: &[Doc], bufs: &mut Buffers) {
         self.build(docs, &mut bufs.raw);
         bufs.gzip = self.gzip.is_some();
         if let Some(call) = &self.gzip {
-            self.engine
-                .gzip
-                .compress(call, &bufs.raw, &mut bufs.packed, teach);
+            self.engine.gzip.compress(call, &bufs.raw, &mut bufs.packed);
         }
     }
 
@@ -124,7 +122,7 @@ impl Job<'_> {
         let mut backoff = Backoff::new(config, self.started);
         loop {
             // Built for every attempt: the last one's answer is in `raw`.
-            self.encode(&docs, teach, bufs);
+            self.encode(&docs, bufs);
             let size = bufs.wire().len();
             if size > max {
                 if docs.len() > 1 {

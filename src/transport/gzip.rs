@@ -133,6 +133,9 @@ struct Choice {
     /// at the neighbour, since the comparison began.
     here: Vec<f64>,
     there: Vec<f64>,
+    /// The last phase at the current level ([0]) and at the neighbour
+    /// ([1]) had large calls (`LARGE_CALL` requests each on average).
+    large: [bool; 2],
     /// The comparison began with this phase: calls begun before are not
     /// counted.
     since: u64,
@@ -162,6 +165,7 @@ impl Choice {
             calls: 0,
             here: Vec::new(),
             there: Vec::new(),
+            large: [false; 2],
             since: 0,
             phase: 0,
             spacing: [SPACING; 2],
@@ -191,10 +195,11 @@ impl Choice {
         }
     }
 
-    /// A request of a call is compressed; `teach`: it counts in the
-    /// phase's length (not a call's smaller first and last ones).
-    fn count_request(&mut self, teach: bool) {
-        self.pos += u64::from(teach);
+    /// A call was cut into `n` requests that count in the phase's length
+    /// (not its smaller first and last ones, nor the retries and halves of
+    /// a split that may follow).
+    fn count_requests(&mut self, n: u64) {
+        self.pos += n;
     }
 
     /// An mWrite call begins: the phase may change, then the call is in
@@ -216,6 +221,7 @@ impl Choice {
 
     /// Ends this phase: after the neighbour's, compares.
     fn next_phase(&mut self) {
+        self.large[usize::from(self.probing)] = self.pos >= LARGE_CALL * self.calls.max(1);
         self.probing = !self.probing;
         self.len = match self.probing {
             true => PHASE,
@@ -255,18 +261,24 @@ impl Choice {
     /// `MARGIN` apart and a rank test `ERRORS` deviations sure (calls vary
     /// on a busy machine or a shared link, and medians and ranks are not
     /// swayed by one slow call as a mean is); with fewer (large calls, a
-    /// few seconds each), `FEW_MARGIN` apart. No call yet in an arm: the
-    /// comparison goes on with the next phases.
+    /// few seconds each), `FEW_MARGIN` apart. No call yet in an arm, or
+    /// fewer than `RANKED` small ones (the others retried or split) and
+    /// the neighbour not far worse: the comparison goes on with the next
+    /// phases.
     fn judge(&mut self) {
         if self.here.is_empty() || self.there.is_empty() {
             return;
         }
         let (here, there) = (median(&self.here), median(&self.there));
+        let few = self.here.len().min(self.there.len()) < RANKED;
+        if few && !self.large.iter().all(|l| *l) && there <= here * CLEARLY_WORSE {
+            return;
+        }
         let side = self.side();
         let below = side == 1;
-        let wins = match self.here.len().min(self.there.len()) >= RANKED {
-            true => here - there > here * MARGIN && cheaper_z(&self.there, &self.here) > ERRORS,
-            false => here - there > here * FEW_MARGIN,
+        let wins = match few {
+            false => here - there > here * MARGIN && cheaper_z(&self.there, &self.here) > ERRORS,
+            true => here - there > here * FEW_MARGIN,
         };
         if wins {
             self.current = self.neighbour();
@@ -360,12 +372,17 @@ impl GzipPool {
         }
     }
 
-    /// `raw` as a gzip member, into `out` (emptied first), for a request
-    /// of `call` (`teach`: see `crate::net::Network::exchange`).
-    pub fn compress(&self, call: &Call, raw: &[u8], out: &mut Vec<u8>, teach: bool) {
+    /// A call was cut into `n` requests that are a fair sample of the link
+    /// (`crate::mwrite::plan`): they count in its phase's length.
+    pub fn planned(&self, n: usize) {
         if self.fixed.is_none() {
-            self.lock_choice().count_request(teach);
+            self.lock_choice().count_requests(n as u64);
         }
+    }
+
+    /// `raw` as a gzip member, into `out` (emptied first), for a request
+    /// of `call`.
+    pub fn compress(&self, call: &Call, raw: &[u8], out: &mut Vec<u8>) {
         self.compress_at(call.level, raw, out);
     }
 
@@ -458,7 +475,7 @@ mod tests {
             }
         }
         let pool = GzipPool::default();
-        pool.compress(&pool.begin_call(), b"x", &mut packed, true);
+        pool.compress(&pool.begin_call(), b"x", &mut packed);
         assert_eq!(packed[..10], GZIP_HEADER);
     }
 
@@ -469,9 +486,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let call = c.begin_call(t0);
-                for _ in 0..CALL {
-                    c.count_request(true);
-                }
+                c.count_requests(CALL);
                 let took = Duration::from_nanos((cost(call.level) * 1e6) as u64);
                 c.learn(call, 1_000_000, took);
                 call.level
@@ -551,14 +566,37 @@ mod tests {
         let mut levels = Vec::new();
         for _ in 0..12 {
             let call = c.begin_call(t0);
-            for k in 0..7 {
-                c.count_request(k < 5);
-            }
+            c.count_requests(5);
             levels.push(call.level);
         }
         assert_eq!(levels[..5], [2; 5], "{levels:?}");
         assert_eq!(levels[5..10], [6; 5], "{levels:?}");
         assert_eq!(levels[10], 2, "{levels:?}");
+    }
+
+    #[test]
+    fn few_clean_small_calls_are_not_judged_as_large_ones() {
+        // Calls of 8 requests, two in three retried (they teach nothing): a
+        // phase of 3 calls has 1 clean one. Level 6, 7% cheaper, is moved to
+        // once each arm has `RANKED` clean calls, not on one pair by the
+        // wider margin meant for large calls.
+        let mut c = Choice::new();
+        let t0 = Instant::now();
+        let mut clean_at_6 = 0;
+        for i in 0..1_000 {
+            let call = c.begin_call(t0);
+            if LEVELS[c.current] == 6 {
+                break;
+            }
+            c.count_requests(CALL);
+            if i % 3 == 0 {
+                let cost = if call.level == 6 { 930 } else { 1_000 };
+                c.learn(call, 1_000_000, Duration::from_micros(cost));
+                clean_at_6 += usize::from(call.level == 6);
+            }
+        }
+        assert_eq!(LEVELS[c.current], 6, "found");
+        assert!(clean_at_6 >= RANKED, "moved on {clean_at_6} clean calls");
     }
 
     #[test]
@@ -569,9 +607,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |c: &mut Choice, cost: f64| {
             let call = c.begin_call(t0);
-            for _ in 0..25 {
-                c.count_request(true);
-            }
+            c.count_requests(25);
             c.learn(
                 call,
                 1_000_000,
