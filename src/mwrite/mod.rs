@@ -213,10 +213,9 @@ fn send(
         0 => (Vec::new(), 0),
         _ => plan::plan(&job, docs),
     };
-    if job.gzip.is_some() {
-        engine
-            .gzip
-            .planned(groups.iter().filter(|g| g.teach).count());
+    if let Some(call) = &job.gzip {
+        let teach = groups.iter().filter(|g| g.teach).count();
+        engine.gzip.planned(call, teach);
     }
     let blank = all.blank();
     let merge = Mutex::new(Merge::new(all));

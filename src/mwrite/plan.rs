@@ -65,7 +65,7 @@ pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
             let mut raw = Vec::new();
             job.build(&sample, &mut raw);
             let mut packed = Vec::new();
-            engine.gzip.compress_sample(call, &raw, &mut packed);
+            engine.gzip.compress(call, &raw, &mut packed);
             let packed = packed.len().max(1);
             (raw.len() as f64 / packed as f64).clamp(1.0, 50.0)
         }
@@ -83,32 +83,36 @@ pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
     let wave = engine.spread.max(1);
     let spread = (total / (wave * 4)).max(MIN_SPREAD_BYTES);
     let raw_budget = raw_budget.min(spread);
-    let cut = Cut {
-        index,
-        max_docs: cfg.max_documents_per_request.max(1),
-    };
+    let max_docs = cfg.max_documents_per_request.max(1);
+    let cut = Cut { index, max_docs };
+    // A full request, also as `maxDocumentsPerRequest` allows (documents of
+    // the average size): what the ramps grow to.
+    let full = raw_budget.min((total / n_docs.max(1)).max(1).saturating_mul(max_docs));
     // Requests that start together share the link: none is answered before
     // the whole first wave is up, and the downlink idles; at the end the
     // uplink idles the same way. Growing requests at the start and
     // shrinking ones at the end keep both ways busy (big documents through
-    // the uplink at concurrency 8: 1,781 -> 2,385 docs/s). Requests large on
-    // the wire grow over two waves: those that follow the first wave's
+    // the uplink at concurrency 8: 1,781 -> 2,385 docs/s). Large gzip'd
+    // requests grow over two waves: those that follow the first wave's
     // share the uplink with it too, and full-size ones among them left the
     // downlink idle again ~0.5 s into each call (level 6, calls of 10,000
-    // big documents: 75-80% of the link's limit with one wave, 87% with
-    // two). Small ones grow over one: their requests are short on any link,
-    // and more of them cost Kuzzle (50,000 sensor readings through the
-    // uplink: 8% fewer per second with two).
-    let waves = match raw_budget as f64 / ratio >= LARGE_ON_WIRE as f64 {
+    // big documents: 75-84% of the link's limit with one wave, 87% with
+    // two). Small ones grow over one: more of them cost Kuzzle (50,000
+    // sensor readings through the uplink: 8% fewer per second with two). So
+    // do requests without gzip ("auto" sends none to a nearby Kuzzle).
+    // The size is of JSON, not on the wire, so that both levels of a gzip
+    // comparison are cut alike.
+    let waves = match job.gzip.is_some() && full >= LARGE_REQUEST {
         true => 2,
         false => 1,
     };
     let ramp = |k: usize| {
-        (raw_budget * (k + 1) / (waves * wave))
+        (full * (k + 1) / (waves * wave))
             .max(MIN_RAMP_BYTES)
-            .min(raw_budget)
+            .min(full)
     };
-    if wave < 2 || total < 4 * wave * raw_budget {
+    // No ramp where its first step would be a full request already.
+    if wave < 2 || total < 4 * wave * full || full <= MIN_RAMP_BYTES {
         return (cut.even(0, n_docs, raw_budget), total);
     }
     let steps = waves * wave - 1;
@@ -121,9 +125,10 @@ pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
     (groups, total)
 }
 
-/// A request this large on the wire or more (~50 ms at 10 Mbit/s) is
-/// ramped up to over two waves of requests, smaller ones over one.
-const LARGE_ON_WIRE: usize = 64 * 1024;
+/// A gzip'd request of this much JSON or more (~55 KB on the wire for text
+/// at level 6, ~45 ms at 10 Mbit/s) is ramped up to over two waves of
+/// requests, smaller ones over one.
+const LARGE_REQUEST: usize = 256 * 1024;
 /// The smallest request of a ramp: below, Kuzzle's cost per request shows.
 const MIN_RAMP_BYTES: usize = 16 * 1024;
 

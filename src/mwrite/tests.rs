@@ -1224,32 +1224,80 @@ fn many_groups_through_four_workers() {
 
 #[test]
 fn a_large_call_starts_and_ends_with_smaller_requests_that_teach_nothing() {
-    // ~3.1 MB through 4 workers: cut for 4 requests per worker (~190 KB, no
-    // gzip: as large on the wire), the first 7 (two waves less one)
-    // growing to it, the last 7 shrinking from it.
+    // ~3.1 MB through 4 workers, no gzip: cut for 4 requests per worker
+    // (~190 KB), the first 3 (one wave less one) growing to it from a
+    // quarter of it, the last 3 shrinking.
+    ramps(&config(), 3_000, 3);
+}
+
+#[test]
+fn large_gzipped_requests_grow_over_two_waves() {
+    // ~6.2 MB gzip'd through 4 workers: ~390 KB of JSON per request, 7
+    // (two waves less one) growing from an eighth of it, 7 shrinking.
+    let config = Config {
+        compression: Some(Compression::Gzip),
+        ..config()
+    };
+    ramps(&config, 6_000, 7);
+}
+
+#[test]
+fn ramps_grow_to_what_max_documents_per_request_allows() {
+    // 3,200 documents of ~630 bytes, 100 per request at most: the count,
+    // not the bytes (~126 KB per request), makes a request full (~63 KB),
+    // and the ramps grow to it instead of reaching it at their second step.
+    let config = Config {
+        max_documents_per_request: 100,
+        ..config()
+    };
     let net = Scripted::new(stored);
-    let docs = documents(3_000, true, 1_000);
-    let (status, result) = run(&net, &config(), 4, &docs, &WriteOptions::default());
+    let docs = documents(3_200, true, 600);
+    let (status, result) = run(&net, &config, 4, &docs, &WriteOptions::default());
+    assert_eq!(status, Status::KUZZLE_OK, "{result}");
+    let mut sent = net.sent();
+    sent.sort_by_key(|s| s.ns()[0]);
+    let counts: Vec<usize> = sent.iter().map(|s| s.docs.len()).collect();
+    let k = sent.len();
+    assert!(counts.iter().all(|c| *c <= 100), "{counts:?}");
+    assert!(counts[..3].windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    assert!(
+        counts[k - 3..].windows(2).all(|w| w[0] > w[1]),
+        "{counts:?}"
+    );
+    assert!(counts[2] < 100 && counts[k - 3] < 100, "{counts:?}");
+    assert_eq!(sent.iter().filter(|s| !s.teach).count(), 6, "{counts:?}");
+}
+
+/// `n` documents of ~1 KB through 4 workers: `r` growing requests first
+/// and `r` shrinking ones last, that teach nothing, each from
+/// 1/(`r` + 1) of a full request; the full ones between.
+fn ramps(config: &Config, n: usize, r: usize) {
+    let net = Scripted::new(stored);
+    let docs = documents(n, true, 1_000);
+    let (status, result) = run(&net, config, 4, &docs, &WriteOptions::default());
     assert_eq!(status, Status::KUZZLE_OK, "{result}");
     let mut sent = net.sent();
     sent.sort_by_key(|s| s.ns()[0]);
     let sizes: Vec<usize> = sent.iter().map(|s| s.raw.len()).collect();
     let teach: Vec<bool> = sent.iter().map(|s| s.teach).collect();
-    let (n, r) = (sent.len(), 7);
-    assert!(n > 2 * r + 4, "{sizes:?}");
-    assert_eq!(teach[..r], [false; 7], "{sizes:?}");
-    assert_eq!(teach[n - r..], [false; 7], "{sizes:?}");
-    assert!(teach[r..n - r].iter().all(|t| *t), "{teach:?}");
-    let full = sizes[r..n - r].iter().max().copied().unwrap();
+    let k = sent.len();
+    assert!(k > 2 * r + 4, "{sizes:?}");
+    assert!(teach[..r].iter().all(|t| !t), "{sizes:?}");
+    assert!(teach[k - r..].iter().all(|t| !t), "{sizes:?}");
+    assert!(teach[r..k - r].iter().all(|t| *t), "{teach:?}");
+    let full = sizes[r..k - r].iter().max().copied().unwrap();
     assert!(sizes[..r].windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
-    assert!(sizes[n - r..].windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
-    assert!(sizes[r - 1] < full && sizes[n - r] < full, "{sizes:?}");
-    // An eighth of a full request, two waves of 4 apart.
-    assert!(sizes[0] * 6 < full && sizes[n - 1] * 6 < full, "{sizes:?}");
+    assert!(sizes[k - r..].windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+    assert!(sizes[r - 1] < full && sizes[k - r] < full, "{sizes:?}");
+    let step = full / (r + 1);
+    assert!(
+        sizes[0] < step * 3 / 2 && sizes[k - 1] < step * 3 / 2,
+        "{sizes:?}"
+    );
     assert!(sizes.iter().all(|s| *s >= 16 * 1024), "{sizes:?}");
     // Consecutive, in input order: nothing sent twice, nothing skipped.
     let ns: Vec<i64> = sent.iter().flat_map(|s| s.ns()).collect();
-    assert_eq!(ns, (0..3_000).collect::<Vec<i64>>());
+    assert_eq!(ns, (0..n as i64).collect::<Vec<i64>>());
 }
 
 #[test]
@@ -1268,9 +1316,9 @@ fn ramps_never_exceed_a_small_max_request_bytes() {
     assert!(sent.iter().all(|s| s.wire_len <= 8 * 1024));
     // Each document sent once: nothing was split and sent again.
     assert_eq!(sent.iter().map(|s| s.docs.len()).sum::<usize>(), 300);
-    // Small requests on the wire: 3 growing and 3 shrinking (one wave
-    // less one), none split in halves.
-    assert_eq!(sent.iter().filter(|s| !s.teach).count(), 6);
+    // No ramp: its first step, 16 KB at least, would be a full request
+    // already; none split in halves.
+    assert!(sent.iter().all(|s| s.teach));
 }
 
 #[test]

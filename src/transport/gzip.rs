@@ -61,6 +61,13 @@ const LARGE_CALL: u64 = 16;
 /// A neighbour's phase ends at the next call when its calls cost this
 /// much more than the current level's.
 const CLEARLY_WORSE: f64 = 1.3;
+/// Comparisons left undecided (an arm with no clean call, or fewer than
+/// `RANKED` small ones) go on over this many more pairs of phases at
+/// most; then the neighbour is judged on what there is (it loses if it
+/// has nothing), so that a level is never probed at full rate for ever.
+const MOST_DEFERRED: u32 = 2;
+/// Calls kept per arm: the latest.
+const MOST_SAMPLES: usize = 64;
 
 /// A gzip compressor kept from one request to the next: a new deflate state
 /// is ~380 KB to allocate and fault in, for each request otherwise.
@@ -136,6 +143,8 @@ struct Choice {
     /// The last phase at the current level ([0]) and at the neighbour
     /// ([1]) had large calls (`LARGE_CALL` requests each on average).
     large: [bool; 2],
+    /// Pairs of phases this comparison was left undecided.
+    deferred: u32,
     /// The comparison began with this phase: calls begun before are not
     /// counted.
     since: u64,
@@ -166,6 +175,7 @@ impl Choice {
             here: Vec::new(),
             there: Vec::new(),
             large: [false; 2],
+            deferred: 0,
             since: 0,
             phase: 0,
             spacing: [SPACING; 2],
@@ -195,11 +205,14 @@ impl Choice {
         }
     }
 
-    /// A call was cut into `n` requests that count in the phase's length
+    /// `call` was cut into `n` requests that count in its phase's length
     /// (not its smaller first and last ones, nor the retries and halves of
-    /// a split that may follow).
-    fn count_requests(&mut self, n: u64) {
-        self.pos += n;
+    /// a split that may follow); nothing if another thread's call began
+    /// the next phase meanwhile.
+    fn count_requests(&mut self, call: &Call, n: u64) {
+        if call.phase == self.phase {
+            self.pos += n;
+        }
     }
 
     /// An mWrite call begins: the phase may change, then the call is in
@@ -241,11 +254,15 @@ impl Choice {
             return;
         }
         let ns_per_byte = took.as_nanos() as f64 / bytes as f64;
-        if call.level == LEVELS[self.current] {
-            self.here.push(ns_per_byte);
-        } else if call.level == LEVELS[self.neighbour()] {
-            self.there.push(ns_per_byte);
+        let arm = match call.level {
+            l if l == LEVELS[self.current] => &mut self.here,
+            l if l == LEVELS[self.neighbour()] => &mut self.there,
+            _ => return,
+        };
+        if arm.len() >= MOST_SAMPLES {
+            arm.remove(0);
         }
+        arm.push(ns_per_byte);
     }
 
     /// Far worse at once (level 6 beside a nearby Kuzzle): the rest of the
@@ -264,21 +281,28 @@ impl Choice {
     /// few seconds each), `FEW_MARGIN` apart. No call yet in an arm, or
     /// fewer than `RANKED` small ones (the others retried or split) and
     /// the neighbour not far worse: the comparison goes on with the next
-    /// phases.
+    /// phases, `MOST_DEFERRED` pairs at most.
     fn judge(&mut self) {
-        if self.here.is_empty() || self.there.is_empty() {
-            return;
-        }
-        let (here, there) = (median(&self.here), median(&self.there));
+        let empty = self.here.is_empty() || self.there.is_empty();
+        let (here, there) = match empty {
+            true => (0.0, 0.0),
+            false => (median(&self.here), median(&self.there)),
+        };
         let few = self.here.len().min(self.there.len()) < RANKED;
-        if few && !self.large.iter().all(|l| *l) && there <= here * CLEARLY_WORSE {
+        let unsure =
+            empty || (few && !self.large.iter().all(|l| *l) && there <= here * CLEARLY_WORSE);
+        if unsure && self.deferred < MOST_DEFERRED {
+            self.deferred += 1;
             return;
         }
         let side = self.side();
         let below = side == 1;
-        let wins = match few {
-            false => here - there > here * MARGIN && cheaper_z(&self.there, &self.here) > ERRORS,
-            true => here - there > here * FEW_MARGIN,
+        let wins = match (empty, few) {
+            (true, _) => false,
+            (false, false) => {
+                here - there > here * MARGIN && cheaper_z(&self.there, &self.here) > ERRORS
+            }
+            (false, true) => here - there > here * FEW_MARGIN,
         };
         if wins {
             self.current = self.neighbour();
@@ -299,6 +323,7 @@ impl Choice {
         }
         self.here.clear();
         self.there.clear();
+        self.deferred = 0;
         self.since = self.phase + 1;
     }
 }
@@ -372,16 +397,17 @@ impl GzipPool {
         }
     }
 
-    /// A call was cut into `n` requests that are a fair sample of the link
+    /// `call` was cut into `n` requests that are a fair sample of the link
     /// (`crate::mwrite::plan`): they count in its phase's length.
-    pub fn planned(&self, n: usize) {
+    pub fn planned(&self, call: &Call, n: usize) {
         if self.fixed.is_none() {
-            self.lock_choice().count_requests(n as u64);
+            self.lock_choice().count_requests(call, n as u64);
         }
     }
 
-    /// `raw` as a gzip member, into `out` (emptied first), for a request
-    /// of `call`.
+    /// `raw` as a gzip member, into `out` (emptied first), at `call`'s
+    /// level: a request of the call, or the sample its plan estimates the
+    /// ratio on.
     pub fn compress(&self, call: &Call, raw: &[u8], out: &mut Vec<u8>) {
         self.compress_at(call.level, raw, out);
     }
@@ -389,12 +415,6 @@ impl GzipPool {
     /// `raw` at the current level, outside the choice: a query's request.
     pub fn compress_aside(&self, raw: &[u8], out: &mut Vec<u8>) {
         self.compress_at(self.level(), raw, out);
-    }
-
-    /// `raw` at `call`'s level, outside the choice: a sample that is never
-    /// sent.
-    pub fn compress_sample(&self, call: &Call, raw: &[u8], out: &mut Vec<u8>) {
-        self.compress_at(call.level, raw, out);
     }
 
     /// `raw` at `level` into `out`.
@@ -486,7 +506,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let call = c.begin_call(t0);
-                c.count_requests(CALL);
+                c.count_requests(&call, CALL);
                 let took = Duration::from_nanos((cost(call.level) * 1e6) as u64);
                 c.learn(call, 1_000_000, took);
                 call.level
@@ -559,14 +579,14 @@ mod tests {
 
     #[test]
     fn a_phase_changes_only_between_calls_and_its_calls_go_at_one_level() {
-        // Calls of 5 requests that teach, and 2 that do not: the first
-        // phase (24 at least) ends with the call that reaches 25.
+        // Calls of 5 requests that teach (the plan counts no others): the
+        // first phase (24 at least) ends with the call that reaches 25.
         let mut c = Choice::new();
         let t0 = Instant::now();
         let mut levels = Vec::new();
         for _ in 0..12 {
             let call = c.begin_call(t0);
-            c.count_requests(5);
+            c.count_requests(&call, 5);
             levels.push(call.level);
         }
         assert_eq!(levels[..5], [2; 5], "{levels:?}");
@@ -577,9 +597,9 @@ mod tests {
     #[test]
     fn few_clean_small_calls_are_not_judged_as_large_ones() {
         // Calls of 8 requests, two in three retried (they teach nothing): a
-        // phase of 3 calls has 1 clean one. Level 6, 7% cheaper, is moved to
-        // once each arm has `RANKED` clean calls, not on one pair by the
-        // wider margin meant for large calls.
+        // phase of 4 calls has 1 or 2 clean ones. Level 6, 7% cheaper, is
+        // moved to once each arm has `RANKED` clean calls, not on one pair
+        // by the wider margin meant for large calls.
         let mut c = Choice::new();
         let t0 = Instant::now();
         let mut clean_at_6 = 0;
@@ -588,7 +608,7 @@ mod tests {
             if LEVELS[c.current] == 6 {
                 break;
             }
-            c.count_requests(CALL);
+            c.count_requests(&call, CALL);
             if i % 3 == 0 {
                 let cost = if call.level == 6 { 930 } else { 1_000 };
                 c.learn(call, 1_000_000, Duration::from_micros(cost));
@@ -600,14 +620,36 @@ mod tests {
     }
 
     #[test]
+    fn a_neighbour_that_never_gives_a_clean_call_is_tried_less_and_less() {
+        // Every call at level 6 retried (it teaches nothing): the comparison
+        // cannot be decided, yet after `MOST_DEFERRED` more tries level 6
+        // loses, and its phases grow rare as for any loss.
+        let mut c = Choice::new();
+        let t0 = Instant::now();
+        let mut at_6 = 0;
+        for _ in 0..4_000 {
+            let call = c.begin_call(t0);
+            c.count_requests(&call, CALL);
+            match call.level {
+                6 => at_6 += 1,
+                _ => c.learn(call, 1_000_000, Duration::from_micros(1_000)),
+            }
+        }
+        assert_eq!(LEVELS[c.current], 2);
+        assert_eq!(c.spacing[0], MOST_SPACING, "backed off");
+        assert!(at_6 < 4_000 / 10, "{at_6} calls at level 6");
+        assert!(c.here.len() <= MOST_SAMPLES && c.there.is_empty());
+    }
+
+    #[test]
     fn large_calls_compare_one_by_one_with_a_wider_margin() {
-        // One call per phase (a call of 5,000 big documents through the
-        // uplink: 25 requests): level 6 is 12% cheaper and found...
+        // One call per phase (calls of 25 full requests: 16 or more make a
+        // call large): level 6 is 12% cheaper and found...
         let mut c = Choice::new();
         let t0 = Instant::now();
         let at = |c: &mut Choice, cost: f64| {
             let call = c.begin_call(t0);
-            c.count_requests(25);
+            c.count_requests(&call, 25);
             c.learn(
                 call,
                 1_000_000,
