@@ -50,10 +50,11 @@ pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
     let cfg = engine.config;
     let overhead = job.head.len() + 4;
     let budget = cfg.max_request_bytes.saturating_sub(overhead).max(1);
-    // How much smaller a request is on the wire: estimated on a sample.
-    let ratio = match &job.gzip {
-        None => 1.0,
+    let raw_budget = match &job.gzip {
+        None => budget,
         Some(call) => {
+            // Estimate the ratio on a sample; keep 25% headroom, requests
+            // that still come out too large are split when built.
             let mut len = 0;
             let sample: Vec<Doc> = docs()
                 .take_while(|d| {
@@ -67,14 +68,9 @@ pub(super) fn plan(job: &Job, index: &Index) -> (Vec<Group>, usize) {
             let mut packed = Vec::new();
             engine.gzip.compress(call, &raw, &mut packed);
             let packed = packed.len().max(1);
-            (raw.len() as f64 / packed as f64).clamp(1.0, 50.0)
+            let ratio = (raw.len() as f64 / packed as f64).clamp(1.0, 50.0);
+            ((budget as f64) * ratio * 0.75) as usize
         }
-    };
-    // With gzip, 25% headroom: requests that still come out too large are
-    // split when built.
-    let raw_budget = match job.gzip {
-        None => budget,
-        Some(_) => ((budget as f64) * ratio * 0.75) as usize,
     };
     // A few full requests would run one after the other (5,000 big documents
     // through a slow uplink: 4 requests of 1 MB, 1,192 docs/s); 4 per worker
